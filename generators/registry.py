@@ -1,0 +1,215 @@
+"""The task registry: one name -> one :class:`Task` subclass.
+
+Everything in the lab (``mtplab train``, ``mtplab generate``, sweep specs)
+finds tasks here and nowhere else, so a task registered here is usable
+everywhere. There are three ways in:
+
+1. built-in tasks of this package (``polyarith``, ``induction``), imported
+   lazily on first lookup;
+2. installed plugins: a distribution that declares an entry point in the group
+   ``mtplab.tasks`` whose object is a Task subclass (or a module that registers
+   its tasks when imported)::
+
+       [project.entry-points."mtplab.tasks"]
+       copy = "my_tasks.copy:CopyTask"
+
+3. modules named in the environment variable ``MTPLAB_TASKS``
+   (comma-separated import paths or ``.py`` file paths), handy for a task that
+   lives in one file next to your experiments.
+
+A task is a frozen config dataclass plus a class with four methods; see
+:class:`Task` and the README section "Adding a task".
+
+Example:
+    >>> from generators import registry
+    >>> "polyarith" in registry.names()
+    True
+    >>> task = registry.create("polyarith", {"test_per_op": 4})
+    >>> task.config.test_per_op
+    4
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Any, ClassVar
+
+from lab.errors import UserError
+
+ENTRY_POINT_GROUP = "mtplab.tasks"
+_BUILTIN = {
+    "polyarith": "generators.polyarith",
+    "induction": "generators.induction",
+}
+_REGISTRY: dict[str, type["Task"]] = {}
+_discovered = False
+
+
+class Task:
+    """Base class of a synthetic task.
+
+    Subclasses set the class attributes and implement the methods below. The
+    lab calls them in this order for a training run::
+
+        task = TaskCls(config)
+        train = task.build("train", seed)      # list of JSON-able records
+        test = task.build("test", seed)
+        enc = task.make_tokenizer(train)       # a tiktoken.Encoding
+        text = task.document(record)           # what the model is trained on
+        metrics = task.evaluate(model, test, enc, device)
+
+    Class attributes:
+        name: registry name, e.g. ``"polyarith"``.
+        Config: a frozen dataclass with a default for every field.
+        objective: the metric a sweep optimises by default.
+        direction: ``"maximize"`` or ``"minimize"``.
+        in_domain / ood: the slice metric names that are in-domain and
+            out-of-domain (used by the analysis figures).
+        description: one line for ``mtplab tasks``.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    objective: ClassVar[str]
+    direction: ClassVar[str] = "maximize"
+    in_domain: ClassVar[tuple[str, ...]] = ()
+    ood: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str] = ""
+    splits: ClassVar[tuple[str, ...]] = ("train", "test")
+
+    def __init__(self, config: Any):
+        self.config = config
+
+    def build(self, split: str, seed: int) -> list[dict]:
+        """Return the examples of ``split`` as JSON-serialisable dicts.
+
+        Must be deterministic in (config, seed, index) and the test split must
+        never contain a training example.
+        """
+        raise NotImplementedError
+
+    def document(self, example: dict) -> str:
+        """The text of one training example, as the model sees it."""
+        raise NotImplementedError
+
+    def make_tokenizer(self, train: list[dict]):
+        """The tokenizer (a ``tiktoken.Encoding``). Default: raw bytes."""
+        from lab.tokenizers import byte_encoding
+
+        return byte_encoding()
+
+    def evaluate(self, model, test: list[dict], enc, device, *, limit: int | None = None) -> dict[str, float]:
+        """Score ``model`` on ``test``; flat metric names, e.g. ``accuracy/ops=3``.
+
+        ``limit`` caps the examples scored (used for quick evals during
+        training); ``None`` scores all of them.
+        """
+        raise NotImplementedError
+
+    def stats(self, examples: list[dict], enc) -> dict[str, float]:
+        """Optional dataset statistics for ``mtplab generate --stats``."""
+        return {"examples": float(len(examples))}
+
+
+def register(cls: type[Task]) -> type[Task]:
+    """Class decorator that adds a Task subclass to the registry.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass(frozen=True)
+        ... class EchoConfig:
+        ...     length: int = 8
+        >>> @register
+        ... class Echo(Task):
+        ...     name, Config, objective = "echo-doc", EchoConfig, "accuracy"
+        >>> get("echo-doc") is Echo
+        True
+    """
+    for attr in ("name", "Config", "objective"):
+        if not hasattr(cls, attr):
+            raise TypeError(f"task class {cls.__name__} must define '{attr}'")
+    if not dataclasses.is_dataclass(cls.Config):
+        raise TypeError(f"{cls.__name__}.Config must be a dataclass")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _import_path(spec: str) -> None:
+    """Import a module by dotted name or by ``.py`` file path."""
+    if spec.endswith(".py"):
+        path = Path(spec).expanduser().resolve()
+        if not path.is_file():
+            raise UserError(f"MTPLAB_TASKS names {spec}, which is not a file")
+        modname = f"mtplab_user_tasks_{path.stem}"
+        if modname in sys.modules:
+            return
+        mod_spec = importlib.util.spec_from_file_location(modname, path)
+        module = importlib.util.module_from_spec(mod_spec)
+        sys.modules[modname] = module
+        mod_spec.loader.exec_module(module)
+    else:
+        try:
+            importlib.import_module(spec)
+        except ImportError as e:
+            raise UserError(f"cannot import task module '{spec}' (from MTPLAB_TASKS): {e}") from None
+
+
+def _discover() -> None:
+    """Load entry-point plugins and MTPLAB_TASKS modules once."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        obj = ep.load()
+        if isinstance(obj, type) and issubclass(obj, Task) and obj.name not in _REGISTRY:
+            register(obj)
+    for spec in filter(None, (s.strip() for s in os.environ.get("MTPLAB_TASKS", "").split(","))):
+        _import_path(spec)
+
+
+def names() -> list[str]:
+    """All task names: built-in, entry-point plugins and MTPLAB_TASKS modules.
+
+    Example:
+        >>> sorted(names())[:2]
+        ['induction', 'polyarith']
+    """
+    _discover()
+    return sorted(set(_BUILTIN) | set(_REGISTRY))
+
+
+def get(name: str) -> type[Task]:
+    """The Task class registered as ``name``; a UserError if there is none.
+
+    Example:
+        >>> get("polyarith").objective
+        'accuracy/in_domain'
+    """
+    if name not in _REGISTRY and name in _BUILTIN:
+        importlib.import_module(_BUILTIN[name])
+    if name not in _REGISTRY:
+        _discover()
+    if name not in _REGISTRY:
+        raise UserError(f"unknown task '{name}'; registered tasks: {', '.join(names())}")
+    return _REGISTRY[name]
+
+
+def create(name: str, overrides: dict[str, Any] | None = None) -> Task:
+    """Build a task instance from its name and config field overrides.
+
+    Example:
+        >>> create("polyarith", {"train_examples": 100}).config.train_examples
+        100
+    """
+    from lab.config import build_dataclass
+
+    cls = get(name)
+    config = build_dataclass(cls.Config, dict(overrides or {}), where=f"task.{name}")
+    return cls(config)

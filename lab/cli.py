@@ -1,0 +1,289 @@
+"""The ``mtplab`` command (also ``python -m lab``).
+
+Every subcommand has ``--help`` with an example. Bad input of any kind gives
+one line on stderr and exit status 2; nothing partial is written.
+
+Example:
+    $ mtplab tasks
+    $ mtplab generate polyarith --split test --out test.jsonl
+    $ mtplab train --task polyarith --size 1M --n 2 --out runs/x
+    $ mtplab train --resume runs/x
+    $ mtplab eval runs/x
+    $ mtplab bench train --size 1M --vocab 32768
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lab.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit status 2."""
+
+    def error(self, message):
+        raise UserError(f"{self.prog}: {message} (see --help)")
+
+
+def _formatter(prog):
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+# Flags that are shorthands for dotted config fields.
+TRAIN_FLAGS = {
+    "size": "model.size", "n": "model.n", "head_kind": "model.head_kind", "loss_weights": "model.loss_weights",
+    "tokens": "train.tokens", "steps": "train.steps", "batch_tokens": "train.batch_tokens",
+    "micro_batch": "train.micro_batch", "context": "train.context", "lr": "train.lr", "seed": "train.seed",
+    "data_seed": "train.data_seed", "device": "train.device", "eval_interval": "train.eval_interval",
+    "eval_examples": "train.eval_examples", "warmup_steps": "train.warmup_steps", "dtype": "train.dtype",
+}
+
+
+def parse_sets(items: list[str] | None) -> dict[str, str]:
+    """``["train.lr=1e-3", ...]`` -> ``{"train.lr": "1e-3"}``.
+
+    Example:
+        >>> parse_sets(["model.n=2", "task.test_per_op=100"])
+        {'model.n': '2', 'task.test_per_op': '100'}
+    """
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set expects key=value (e.g. train.lr=3e-4), got '{item}'")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _overrides(args) -> dict[str, str]:
+    over = {}
+    for flag, key in TRAIN_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            over[key] = value
+    if getattr(args, "heads_on_top", False):
+        over["model.heads_on_top"] = True
+    if getattr(args, "compile", False):
+        over["train.compile"] = True
+    if getattr(args, "no_progress", False):
+        over["train.progress"] = False
+    if getattr(args, "stories_file", None):
+        over["task.stories_file"] = args.stories_file
+    over.update(parse_sets(getattr(args, "set", None)))
+    return over
+
+
+def format_metrics(metrics: dict, title: str = "") -> str:
+    """A two-column table of metrics, accuracies as percentages.
+
+    Example:
+        >>> print(format_metrics({"accuracy/ops=1": 0.5}))
+        metric            value
+        accuracy/ops=1    50.00%
+    """
+    width = max([len(k) for k in metrics] + [6]) + 4
+    lines = [title] if title else []
+    lines.append(f"{'metric':<{width}}value")
+    for key, value in metrics.items():
+        shown = f"{100 * value:.2f}%" if ("acc" in key or "success" in key) and isinstance(value, float) else f"{value:g}"
+        lines.append(f"{key:<{width}}{shown}")
+    return "\n".join(lines)
+
+
+# ---------------- subcommands ----------------
+
+def cmd_tasks(args) -> int:
+    from generators import registry
+
+    for name in registry.names():
+        cls = registry.get(name)
+        print(f"{name:<14} objective={cls.objective:<22} {cls.description}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from generators import registry
+    from lab.config import build_dataclass
+    from lab.data import prepare
+
+    over = _overrides(args)
+    bad = [k for k in over if not k.startswith("task.")]
+    if bad:
+        raise UserError(f"generate only takes task.* settings, got {', '.join(bad)}")
+    cls = registry.get(args.task)
+    task = cls(build_dataclass(cls.Config, {k[5:]: v for k, v in over.items()}, where="task"))
+    if args.split not in task.splits:
+        raise UserError(f"unknown split '{args.split}' for {args.task}; choose one of {', '.join(task.splits)}")
+    import time
+
+    t0 = time.time()
+    data = prepare(task, args.seed, quiet=not args.time)
+    splits = [args.split] + (["test"] if args.stats and args.split == "train" and "test" in task.splits else [])
+    for split in splits:
+        records = data.test if split == "test" else task.build(split, args.seed)
+        if args.stats:
+            stats = task.stats(records, data.enc)
+            print(f"[{args.task} {split}]")
+            for key, value in stats.items():
+                print(f"  {key:<34}{value:,.4g}" if isinstance(value, float) else f"  {key:<34}{value}")
+        if split == args.split and (args.out or not args.stats):
+            export = getattr(task, "export", None)
+            rows = export(records, data.enc) if export else records
+            if args.limit:
+                rows = rows[:args.limit]
+            text = "".join(json.dumps(r) + "\n" for r in rows)
+            if args.out:
+                out = Path(args.out)
+                if out.parent and not out.parent.exists():
+                    raise UserError(f"folder {out.parent} does not exist")
+                tmp = out.with_name(f".{out.name}.tmp")
+                tmp.write_text(text)
+                tmp.replace(out)
+                print(f"wrote {len(rows):,} {split} examples to {out}", file=sys.stderr)
+            else:
+                sys.stdout.write(text)
+    if args.time:
+        print(f"time: {time.time() - t0:.1f}s (dataset at {data.path})")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from lab.config import build_run_config
+    from lab.train import run
+
+    if args.resume:
+        if args.out or args.task:
+            raise UserError("--resume takes the run folder and its stored config; drop --task/--out")
+        summary = run(None, Path(args.resume), resume=True)
+    else:
+        if not args.out:
+            raise UserError("train needs --out RUN_DIR (or --resume RUN_DIR)")
+        config = build_run_config(args.task or "polyarith", _overrides(args))
+        summary = run(config, Path(args.out))
+    print(format_metrics(summary["metrics"], title=f"final eval at step {summary['step']} ({summary['run_dir']})"))
+    if summary["best"]:
+        obj = summary["objective"]
+        print(f"best {obj}: {summary['best']['metrics'].get(obj, float('nan')):.4f} at step {summary['best']['step']}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from lab.train import load_run, select_device
+
+    device = select_device(args.device) if args.device else None
+    config, task, data, model, state = load_run(Path(args.run), device)
+    metrics = task.evaluate(model, data.test, data.enc, next(model.parameters()).device,
+                            limit=args.limit or None)
+    print(format_metrics(metrics, title=f"{args.run}: step {state['step']}"))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"step": state["step"], "metrics": metrics}, indent=2))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from lab import bench
+
+    return bench.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="mtplab", description="Multi-token prediction lab: tasks, training, sweeps, figures.",
+                formatter_class=_formatter, epilog=__doc__.split("Example:")[1])
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    s = sub.add_parser("tasks", help="list registered tasks", formatter_class=_formatter,
+                       epilog="example:\n  mtplab tasks")
+    s.set_defaults(func=cmd_tasks)
+
+    s = sub.add_parser("generate", help="write a task's examples as JSONL, or print statistics",
+                       formatter_class=_formatter,
+                       epilog="examples:\n  mtplab generate polyarith --split test --out test.jsonl\n"
+                              "  mtplab generate induction --split train --stats --time\n"
+                              "  mtplab generate polyarith --split test --set task.test_per_op=2000 --out t.jsonl")
+    s.add_argument("task")
+    s.add_argument("--split", default="test")
+    s.add_argument("--out", help="JSONL file (default: stdout)")
+    s.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
+    s.add_argument("--limit", type=int, default=0, help="write only the first N examples")
+    s.add_argument("--stats", action="store_true", help="print dataset statistics (train also shows test)")
+    s.add_argument("--time", action="store_true", help="report how long building the dataset took")
+    s.add_argument("--stories-file", help="induction: your own stories instead of generated ones")
+    s.add_argument("--set", action="append", metavar="task.KEY=VALUE", help="any task config field")
+    s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("train", help="train one model into a run folder", formatter_class=_formatter,
+                       epilog="examples:\n  mtplab train --task polyarith --size 1M --n 2 --out runs/x\n"
+                              "  mtplab train --task polyarith --size 1M --n 4 --head-kind causal --tokens 5e6 --out runs/y\n"
+                              "  mtplab train --resume runs/x\n"
+                              "  mtplab train --task polyarith --set model.heads_on_top=true --set train.lr=3e-4 --out runs/z")
+    s.add_argument("--task", help="task name (mtplab tasks); default polyarith")
+    s.add_argument("--out", help="run folder to create")
+    s.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
+    s.add_argument("--size", help="1M 3M 10M 30M 100M 300M 1B, or custom with --set model.d_model=...")
+    s.add_argument("--n", help="number of future tokens predicted (heads)")
+    s.add_argument("--head-kind", help="parallel | linear | causal | anticausal | sequential")
+    s.add_argument("--heads-on-top", action="store_true", help="add the n-1 extra heads on top (no parameter matching)")
+    s.add_argument("--loss-weights", help="per-head loss weights, e.g. 1,0.5,0.5,0.5")
+    s.add_argument("--tokens", help="training budget in tokens (e.g. 2e6)")
+    s.add_argument("--steps", help="training budget in optimizer steps (overrides --tokens)")
+    s.add_argument("--batch-tokens", help="tokens per optimizer step")
+    s.add_argument("--micro-batch", help="sequences per forward/backward (gradient accumulation)")
+    s.add_argument("--context", help="sequence length")
+    s.add_argument("--lr", help="peak learning rate")
+    s.add_argument("--warmup-steps", help="linear warmup steps (-1: min(2000, steps/10))")
+    s.add_argument("--seed", help="model init and data order seed")
+    s.add_argument("--data-seed", help="dataset seed")
+    s.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    s.add_argument("--dtype", help="auto | float32 | bfloat16")
+    s.add_argument("--compile", action="store_true", help="torch.compile the blocks")
+    s.add_argument("--eval-interval", help="steps between evaluations (0: 5 per run)")
+    s.add_argument("--eval-examples", help="examples per slice at intermediate evals (0: all)")
+    s.add_argument("--stories-file", help="induction: your own stories instead of generated ones")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config field by dotted name")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("eval", help="re-evaluate a run's checkpoint on its test set", formatter_class=_formatter,
+                       epilog="example:\n  mtplab eval runs/x")
+    s.add_argument("run")
+    s.add_argument("--device", help="auto | cpu | cuda")
+    s.add_argument("--limit", type=int, default=0, help="examples per slice (0: all)")
+    s.add_argument("--json", help="also write the metrics to this JSON file")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("bench", help="benchmarks that print numbers", formatter_class=_formatter,
+                       epilog="examples:\n  mtplab bench train --size 1M --vocab 32768\n  mtplab bench train --size 10M --steps 5")
+    bsub = s.add_subparsers(dest="bench", metavar="WHAT", parser_class=_Parser)
+    b = bsub.add_parser("train", help="tokens/s and peak memory: sequential vs naive backward, n=1,2,4",
+                        formatter_class=_formatter,
+                        epilog="example:\n  mtplab bench train --size 1M --vocab 32768 --context 256 --batch 8")
+    from lab.bench import add_train_args
+
+    add_train_args(b)
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse, dispatch, turn UserError into one line + exit 2."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return args.func(args) or 0
+    except UserError as e:
+        print(f"mtplab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mtplab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

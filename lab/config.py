@@ -1,0 +1,330 @@
+"""Run configuration: frozen dataclasses, built in one place.
+
+A run is fully described by :class:`RunConfig` = task + model + train. Every
+field can be overridden by its dotted name, from the CLI
+(``--set train.lr=3e-4``) or from a sweep spec (``model.head_kind: causal``),
+and the whole thing round-trips through JSON (``config.json`` in a run
+folder).
+
+Example:
+    >>> cfg = build_run_config("polyarith", {"model.n": "2", "train.lr": "3e-4"})
+    >>> cfg.model.n, cfg.train.lr
+    (2, 0.0003)
+    >>> RunConfig.from_dict(cfg.to_dict()) == cfg
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from lab.errors import UserError
+
+# The paper's size ladder (Table S14): d_model, layers (trunk + heads), attention heads.
+# Non-embedding parameters ~ 12 * layers * d_model^2, which is where the names come from.
+SIZES: dict[str, tuple[int, int, int]] = {
+    "1M": (128, 5, 4),
+    "3M": (256, 4, 8),
+    "10M": (384, 6, 8),
+    "30M": (512, 10, 8),
+    "100M": (768, 14, 12),
+    "300M": (1024, 25, 16),
+    "1B": (1536, 36, 24),
+}
+
+HEAD_KINDS = ("parallel", "linear", "causal", "anticausal", "sequential")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The transformer: trunk + n heads + shared final norm and unembedding.
+
+    ``layers`` counts trunk + head layers (the paper's convention). By default
+    the n heads are parameter-matched: they replace n-1 trunk layers. With
+    ``heads_on_top`` they are added on top of the n=1 model instead.
+    ``d_model``/``layers``/``n_heads`` of 0 take the value of ``size``; set all
+    three (and ``size=custom``) for a shape off the ladder.
+    """
+
+    size: str = "1M"
+    d_model: int = 0
+    layers: int = 0
+    n_heads: int = 0
+    n: int = 1  # number of future tokens predicted (number of output heads)
+    head_kind: str = "parallel"
+    heads_on_top: bool = False
+    loss_weights: tuple[float, ...] = ()  # one per head; empty = all 1.0 (the paper)
+    vocab_size: int = 0  # 0 = from the task's tokenizer
+    mlp_ratio: int = 4
+    rope_base: float = 10000.0
+
+    def resolved(self) -> "ModelConfig":
+        """Fill the shape from the size preset and validate everything.
+
+        Example:
+            >>> ModelConfig(size="10M", n=4).resolved().trunk_layers
+            3
+        """
+        d, L, h = self.d_model, self.layers, self.n_heads
+        if self.size != "custom":
+            if self.size not in SIZES:
+                raise UserError(f"unknown size '{self.size}'; choose one of {', '.join(SIZES)} or size=custom with d_model/layers/n_heads")
+            pd, pL, ph = SIZES[self.size]
+            d, L, h = d or pd, L or pL, h or ph
+        elif not (d and L and h):
+            raise UserError("size=custom needs model.d_model, model.layers and model.n_heads")
+        if min(d, L, h) < 1:
+            raise UserError(f"d_model, layers and n_heads must be positive (got {d}, {L}, {h})")
+        if d % h or (d // h) % 2:
+            raise UserError(f"d_model {d} must split into {h} attention heads of even size")
+        if self.n < 1:
+            raise UserError(f"n (number of predicted tokens) must be >= 1, got {self.n}")
+        if self.head_kind not in HEAD_KINDS:
+            raise UserError(f"unknown head kind '{self.head_kind}'; choose one of {', '.join(HEAD_KINDS)}")
+        if self.loss_weights and len(self.loss_weights) != self.n:
+            raise UserError(f"loss_weights has {len(self.loss_weights)} entries but n={self.n}; give one weight per head")
+        if any(w < 0 for w in self.loss_weights) or (self.loss_weights and not any(self.loss_weights)):
+            raise UserError("loss_weights must be >= 0 and not all zero")
+        cfg = dataclasses.replace(self, d_model=d, layers=L, n_heads=h)
+        if cfg.trunk_layers < 1:
+            raise UserError(
+                f"n={self.n} leaves no trunk layer in a {L}-layer model (parameter matching removes n-1 trunk layers); "
+                f"use n <= {L - 1}, a larger size, or model.heads_on_top=true")
+        return cfg
+
+    @property
+    def trunk_layers(self) -> int:
+        """Transformer layers below the heads.
+
+        Block heads (every kind but ``linear``) are one transformer layer each:
+        matched, the trunk keeps ``layers - n``; on top, ``layers - 1``.
+        Linear heads are d x d maps, not layers: the trunk keeps ``layers - 1``
+        and the linear heads stand in for the last layer.
+        """
+        if self.heads_on_top or self.head_kind == "linear":
+            return self.layers - 1
+        return self.layers - self.n
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        """Per-head loss weights (all 1.0 unless set)."""
+        return self.loss_weights or (1.0,) * self.n
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, budget, data order, logging and device.
+
+    The budget is ``tokens`` (or ``steps`` if set, which wins). The paper's
+    synthetic runs use 100k steps of 0.25M tokens at lr 1e-4 with 2000 warmup
+    steps; the defaults here are scaled to a CPU (see README, "Budgets").
+    """
+
+    seed: int = 0  # model init and data order
+    data_seed: int = 0  # which dataset (train/test examples); fixed across seeds by default
+    tokens: int = 2_000_000  # training budget in tokens
+    steps: int = 0  # if > 0, overrides `tokens`
+    batch_tokens: int = 8192  # tokens per optimizer step (gradient accumulation reaches it)
+    micro_batch: int = 0  # sequences per forward/backward; 0 = whole batch at once
+    context: int = 256
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.03  # cosine decays to 3% of peak (paper)
+    warmup_steps: int = -1  # -1 = min(2000, steps // 10)
+    weight_decay: float = 0.1  # on matrices only
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    eval_interval: int = 0  # steps between evals; 0 = 5 evals per run
+    eval_examples: int = 0  # examples scored at intermediate evals; 0 = all (final eval always scores all)
+    log_interval: int = 10
+    checkpoint_interval: int = 0  # 0 = at every eval
+    device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
+    dtype: str = "auto"  # auto (bf16 on cuda, fp32 on cpu) | float32 | bfloat16
+    compile: bool = False  # torch.compile the model (CUDA)
+    progress: bool = True  # tqdm bar
+
+    @property
+    def seqs_per_step(self) -> int:
+        return max(1, self.batch_tokens // self.context)
+
+    def total_steps(self) -> int:
+        """Optimizer steps of the run.
+
+        Example:
+            >>> TrainConfig(tokens=1_000_000, batch_tokens=10_000, context=100).total_steps()
+            100
+        """
+        if self.steps > 0:
+            return self.steps
+        return max(1, self.tokens // (self.seqs_per_step * self.context))
+
+    def validate(self) -> "TrainConfig":
+        if self.steps < 0 or (self.steps == 0 and self.tokens <= 0):
+            raise UserError(f"the training budget must be positive (tokens={self.tokens}, steps={self.steps})")
+        for name in ("batch_tokens", "context", "log_interval"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if self.batch_tokens < self.context:
+            raise UserError(f"train.batch_tokens ({self.batch_tokens}) must be at least train.context ({self.context})")
+        if self.lr <= 0:
+            raise UserError(f"train.lr must be positive, got {self.lr}")
+        if self.micro_batch < 0 or self.eval_interval < 0 or self.eval_examples < 0:
+            raise UserError("train.micro_batch, eval_interval and eval_examples must be >= 0")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise UserError(f"unknown dtype '{self.dtype}'; choose auto, float32 or bfloat16")
+        return self
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything needed to rerun: task (name + its config), model, train."""
+
+    task_name: str
+    task: Any  # the task's own frozen Config dataclass
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return {
+            "task": {"name": self.task_name, **dataclasses.asdict(self.task)},
+            "model": dataclasses.asdict(self.model),
+            "train": dataclasses.asdict(self.train),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        from generators import registry
+
+        task = dict(d["task"])
+        name = task.pop("name")
+        return cls(
+            task_name=name,
+            task=build_dataclass(registry.get(name).Config, task, where="task"),
+            model=build_dataclass(ModelConfig, d.get("model", {}), where="model"),
+            train=build_dataclass(TrainConfig, d.get("train", {}), where="train"),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert ``value`` (often a CLI string) to the annotated type ``tp``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return _coerce(value, args[0], where)
+    if origin is tuple:
+        (inner, *_rest) = typing.get_args(tp) or (Any,)
+        if isinstance(value, str):
+            value = [v for v in value.replace("[", "").replace("]", "").replace("(", "").replace(")", "").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return tuple(_coerce(v, inner, where) for v in value)
+    try:
+        if tp is bool:
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            if isinstance(value, (bool, int)):
+                return bool(value)
+            raise ValueError(value)
+        if tp is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            if isinstance(value, str):
+                value = value.strip().replace("_", "")
+                f = float(value)
+                if f != int(f):
+                    raise ValueError(value)
+                return int(f)
+            if isinstance(value, float) and value != int(value):
+                raise ValueError(value)
+            return int(value)
+        if tp is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if tp is str:
+            if not isinstance(value, (str, int, float)):
+                raise ValueError(value)
+            return str(value)
+    except (TypeError, ValueError):
+        tname = getattr(tp, "__name__", str(tp))
+        raise UserError(f"{where}: expected {tname}, got {value!r}") from None
+    return value
+
+
+def build_dataclass(cls: type, values: dict[str, Any], where: str):
+    """Instantiate dataclass ``cls`` from a dict, checking names and types.
+
+    Unknown keys and badly typed values raise a UserError naming the key.
+
+    Example:
+        >>> build_dataclass(TrainConfig, {"lr": "0.01"}, where="train").lr
+        0.01
+    """
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls) if f.init}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise UserError(f"unknown config key '{where}.{key}'; known keys: {', '.join(sorted(known))}")
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{where}: {e}") from None
+
+
+def build_run_config(task: str, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The one place a RunConfig is built: task name + dotted overrides.
+
+    Keys are ``task.<field>``, ``model.<field>`` or ``train.<field>``. The
+    model is resolved (size preset filled in) and everything validated.
+
+    Example:
+        >>> cfg = build_run_config("polyarith", {"model.size": "10M", "model.n": 4})
+        >>> cfg.model.d_model, cfg.model.trunk_layers
+        (384, 3)
+    """
+    from generators import registry
+
+    groups: dict[str, dict[str, Any]] = {"task": {}, "model": {}, "train": {}}
+    for key, value in (overrides or {}).items():
+        head, _, rest = key.partition(".")
+        if head not in groups or not rest or "." in rest:
+            raise UserError(f"bad config key '{key}'; use task.<field>, model.<field> or train.<field>")
+        groups[head][rest] = value
+    task_cls = registry.get(task)
+    cfg = RunConfig(
+        task_name=task,
+        task=build_dataclass(task_cls.Config, groups["task"], where="task"),
+        model=build_dataclass(ModelConfig, groups["model"], where="model").resolved(),
+        train=build_dataclass(TrainConfig, groups["train"], where="train").validate(),
+    )
+    return cfg
+
+
+def config_hash(obj: Any, length: int = 16) -> str:
+    """Stable short hash of a JSON-able object (used for cache keys).
+
+    Example:
+        >>> config_hash({"a": 1}) == config_hash({"a": 1})
+        True
+    """
+    import hashlib
+
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]

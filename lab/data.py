@@ -1,0 +1,202 @@
+"""Dataset cache (token shards + eval set + tokenizer) and the batch order.
+
+A task's data is built once per (task config, data seed) and cached under
+``$MTPLAB_CACHE_DIR`` (default ``~/.cache/mtplab``) in a folder named by a hash
+of both::
+
+    polyarith-1a2b3c4d5e6f7a8b/
+        meta.json        task, config, seed, token count, tokenizer hash, build time
+        tokenizer.json   the tiktoken encoding (lab.tokenizers.save_encoding)
+        train.bin        training tokens, uint16 (uint32 if the vocabulary needs it);
+                         documents joined by the end-of-text token
+        test.jsonl       the evaluation records
+
+The folder is built under a temporary name and renamed into place, so a
+crash or a bad input never leaves a half-written cache entry, and two
+processes building the same entry at once both end with a complete one.
+
+Training windows are ``context + n`` tokens long (inputs plus the n shifted
+targets) and start every ``context`` tokens. :class:`WindowOrder` visits them
+in a fresh permutation per epoch, derived from (seed, epoch) alone, so the
+data position of a run is one integer and resuming reproduces the order.
+
+Example:
+    >>> order = WindowOrder(num_windows=5, seed=0)
+    >>> first_epoch = order.take(0, 5)
+    >>> sorted(first_epoch)
+    [0, 1, 2, 3, 4]
+    >>> order.take(3, 4) == first_epoch[3:] + order.take(5, 2)
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lab.config import config_hash
+from lab.errors import UserError
+from lab.tokenizers import load_encoding, save_encoding
+
+DATA_VERSION = 1  # bump when the on-disk format or a generator's output changes
+
+
+def cache_root() -> Path:
+    """Where datasets are cached: ``$MTPLAB_CACHE_DIR`` or ``~/.cache/mtplab``."""
+    return Path(os.environ.get("MTPLAB_CACHE_DIR") or Path.home() / ".cache" / "mtplab")
+
+
+@dataclass
+class Dataset:
+    """A built dataset: tokenizer, training token stream and eval records."""
+
+    path: Path
+    enc: object  # tiktoken.Encoding
+    train_tokens: np.ndarray  # memmap, 1-D
+    test: list[dict]
+    meta: dict
+
+
+def dataset_key(task_name: str, task_config, data_seed: int) -> str:
+    """Cache key: task name + hash of its config and seed (and the format version)."""
+    blob = {"task": task_name, "config": dataclasses.asdict(task_config), "seed": data_seed, "v": DATA_VERSION}
+    return f"{task_name}-{config_hash(blob)}"
+
+
+def _log(msg: str, quiet: bool) -> None:
+    if not quiet:
+        print(msg, flush=True)
+
+
+def build_dataset(task, data_seed: int, out: Path, *, quiet: bool = False) -> None:
+    """Build the cache folder ``out`` (which must not exist yet) for ``task``."""
+    t0 = time.time()
+    _log(f"building {task.name} dataset (seed {data_seed}) ...", quiet)
+    train = task.build("train", data_seed)
+    if not train:
+        raise UserError(f"task {task.name} produced no training examples; check its config")
+    enc = task.make_tokenizer(train)
+    test = task.build("test", data_seed)
+    docs = [task.document(r) for r in train]
+    ids = enc.encode_ordinary_batch(docs, num_threads=os.cpu_count() or 1)
+    eot = enc.eot_token
+    dtype = np.uint16 if enc.n_vocab <= 65536 else np.uint32
+    lengths = np.fromiter((len(x) + 1 for x in ids), dtype=np.int64, count=len(ids))
+    tokens = np.empty(int(lengths.sum()), dtype=dtype)
+    pos = 0
+    for x in ids:  # <eot> doc <eot> doc ...: every document is preceded by end-of-text
+        tokens[pos] = eot
+        tokens[pos + 1:pos + 1 + len(x)] = x
+        pos += len(x) + 1
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        tokens.tofile(tmp / "train.bin")
+        save_encoding(enc, tmp / "tokenizer.json")
+        with open(tmp / "test.jsonl", "w") as f:
+            for r in test:
+                f.write(json.dumps(r) + "\n")
+        meta = {
+            "task": task.name, "config": dataclasses.asdict(task.config), "seed": data_seed,
+            "version": DATA_VERSION, "train_examples": len(train), "test_examples": len(test),
+            "train_tokens": int(tokens.size), "dtype": np.dtype(dtype).name, "n_vocab": enc.n_vocab,
+            "tokenizer_hash": config_hash((tmp / "tokenizer.json").read_text()),
+            "build_seconds": round(time.time() - t0, 2),
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        try:
+            os.rename(tmp, out)
+        except OSError:  # another process finished the same entry first: keep theirs
+            if not (out / "meta.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _log(f"built {len(train):,} train / {len(test):,} test examples, {tokens.size:,} tokens "
+         f"in {time.time() - t0:.1f}s -> {out}", quiet)
+
+
+def prepare(task, data_seed: int = 0, *, root: Path | None = None, quiet: bool = False) -> Dataset:
+    """Load the task's dataset from the cache, building it first if needed.
+
+    Example:
+        >>> from generators import registry
+        >>> task = registry.create("polyarith", {"train_examples": 50, "test_per_op": 2})
+        >>> ds = prepare(task, 0, root=Path(tempfile.mkdtemp()), quiet=True)
+        >>> ds.meta["test_examples"], int(ds.train_tokens[0]) == ds.enc.eot_token
+        (20, True)
+    """
+    root = Path(root) if root else cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / dataset_key(task.name, task.config, data_seed)
+    if not (path / "meta.json").exists():
+        build_dataset(task, data_seed, path, quiet=quiet)
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        enc = load_encoding(path / "tokenizer.json")
+        tokens = np.memmap(path / "train.bin", dtype=np.dtype(meta["dtype"]), mode="r")
+        with open(path / "test.jsonl") as f:
+            test = [json.loads(line) for line in f]
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"dataset cache {path} is unreadable ({e}); delete that folder to rebuild it") from None
+    return Dataset(path=path, enc=enc, train_tokens=tokens, test=test, meta=meta)
+
+
+class WindowOrder:
+    """Which training window comes at each data position, epoch after epoch.
+
+    Position p is window ``perm_e[p % num_windows]`` with ``e = p // num_windows``
+    and ``perm_e`` a permutation drawn from (seed, e). Stateless: the data
+    position of a run is the number of windows it has consumed.
+    """
+
+    def __init__(self, num_windows: int, seed: int):
+        self.num_windows, self.seed = num_windows, seed
+        self._perm_epoch, self._perm = -1, None
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._perm_epoch:
+            self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_windows)
+            self._perm_epoch = epoch
+        return self._perm
+
+    def take(self, position: int, count: int) -> list[int]:
+        out = []
+        while count > 0:
+            epoch, offset = divmod(position, self.num_windows)
+            chunk = self._permutation(epoch)[offset:offset + count]
+            out.extend(int(i) for i in chunk)
+            position += len(chunk)
+            count -= len(chunk)
+        return out
+
+
+class Windows:
+    """Training windows of a token stream: (count, context + n) int64 arrays.
+
+    Example:
+        >>> w = Windows(np.arange(100, dtype=np.uint16), context=10, n=2, seed=0)
+        >>> w.num_windows, w.batch(0, 3).shape
+        (9, (3, 12))
+    """
+
+    def __init__(self, tokens: np.ndarray, context: int, n: int, seed: int):
+        self.tokens, self.context, self.span = tokens, context, context + n
+        self.num_windows = (len(tokens) - self.span) // context + 1 if len(tokens) >= self.span else 0
+        if self.num_windows < 1:
+            raise UserError(f"the training set has {len(tokens)} tokens, fewer than one window of "
+                            f"{self.span} (context + n); generate more examples or lower train.context")
+        self.order = WindowOrder(self.num_windows, seed)
+
+    def batch(self, position: int, count: int) -> np.ndarray:
+        starts = [i * self.context for i in self.order.take(position, count)]
+        return np.stack([self.tokens[s:s + self.span] for s in starts]).astype(np.int64)
+
+    def epochs(self, position: int) -> float:
+        return position / self.num_windows

@@ -1,0 +1,111 @@
+"""The multi-token loss and its memory-efficient backward (paper Fig. 2).
+
+Loss = sum_i w_i * CE(head_i logits at t, x[t+i]) over heads i = 1..n (equal
+weights in the paper; the sum, not the mean, as in the paper). Logits are
+(B, T, V) per head, and at a large vocabulary they dominate activation memory;
+the naive loss keeps all n of them alive until ``backward()``. The sequential
+backward keeps one at a time:
+
+    h = trunk(x)                                  forward once, graph kept
+    for each head i:                              (parallel / linear heads)
+        z_i    = head_i(h_leaf)                   h_leaf = h.detach(), requires grad
+        loss_i = w_i * CE(lm_head(norm(z_i)), x[t+i])
+        loss_i.backward()                         grad -> head_i, lm_head, h_leaf.grad (accumulates)
+                                                  logits_i and head_i's activations freed here
+    h.backward(h_leaf.grad)                       trunk backward once
+
+Heads that read each other (causal, anticausal, sequential) cannot be freed one
+by one, so for them only the logits are: all z_i are computed with their
+graph, each head's loss is backpropagated to a detached copy of z_i, and one
+``torch.autograd.backward(zs, grads)`` then runs through the head layers and
+the trunk. With parameter matching the head layers replace trunk layers, so
+the layers kept in memory are as many as for n=1 either way.
+
+Both give gradients equal to ``naive_backward`` (tests/test_loss.py checks it
+for every head kind).
+
+Example:
+    >>> import torch
+    >>> from lab.config import ModelConfig
+    >>> from lab.model import MTPModel
+    >>> model = MTPModel(ModelConfig(size="custom", d_model=32, layers=3, n_heads=2, n=2, vocab_size=50).resolved())
+    >>> window = torch.randint(0, 50, (4, 10 + 2))   # (B, T + n): inputs and the n shifted targets
+    >>> stats = sequential_backward(model, window)
+    >>> sorted(stats)[:2], len(stats["loss"])
+    (['acc', 'loss'], 2)
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+
+def _split(model, window):
+    """window (B, T + n) -> inputs (B, T) and the n target tensors (B, T)."""
+    n = model.config.n
+    T = window.shape[1] - n
+    if T < 1:
+        raise ValueError(f"window of {window.shape[1]} tokens is too short for n={n}")
+    return window[:, :T], [window[:, i + 1:i + 1 + T] for i in range(n)]
+
+
+def _head_loss(model, z, target, weight, scale, stats):
+    """Weighted CE of one head from its hidden state; records loss and top-1 accuracy."""
+    logits = model.logits(z)  # (B, T, V)
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # the softmax in fp32 under autocast
+    ce = F.cross_entropy(logits.flatten(0, 1), target.flatten())
+    with torch.no_grad():
+        stats["loss"].append(ce.detach())
+        stats["acc"].append((logits.argmax(-1) == target).float().mean())
+    return ce * (weight * scale)
+
+
+def sequential_backward(model, window, *, scale: float = 1.0, autocast=contextlib.nullcontext) -> dict:
+    """Memory-efficient MTP forward + backward on one micro-batch.
+
+    ``window`` is (B, T + n) tokens; head i is trained on window[:, i : T + i].
+    ``scale`` multiplies the loss (1 / accumulation steps). Gradients land in
+    ``.grad``; returns per-head unweighted losses and top-1 accuracies as
+    lists of 0-dim tensors (not synced to the host, so no stall on GPU).
+    """
+    weights = model.config.weights
+    idx, targets = _split(model, window)
+    stats = {"loss": [], "acc": []}
+    with autocast():
+        h = model.trunk_forward(idx)
+    if model.heads_independent:
+        h_leaf = h.detach().requires_grad_()
+        for i, target in enumerate(targets):
+            with autocast():
+                loss = _head_loss(model, model.head_state(i, h_leaf), target, weights[i], scale, stats)
+            loss.backward()  # frees head i's logits and activations
+        h.backward(h_leaf.grad)
+        return stats
+    with autocast():
+        zs = model.head_states(h, window)
+    grads = []
+    for i, target in enumerate(targets):
+        z_leaf = zs[i].detach().requires_grad_()
+        with autocast():
+            loss = _head_loss(model, z_leaf, target, weights[i], scale, stats)
+        loss.backward()  # frees head i's logits
+        grads.append(z_leaf.grad)
+    torch.autograd.backward(zs, grads)
+    return stats
+
+
+def naive_backward(model, window, *, scale: float = 1.0, autocast=contextlib.nullcontext) -> dict:
+    """The reference: sum the n weighted losses, one backward. Keeps all logits alive."""
+    weights = model.config.weights
+    idx, targets = _split(model, window)
+    stats = {"loss": [], "acc": []}
+    with autocast():
+        h = model.trunk_forward(idx)
+        zs = model.head_states(h, window)
+        total = sum(_head_loss(model, z, t, w, scale, stats) for z, t, w in zip(zs, targets, weights))
+    total.backward()
+    return stats

@@ -1,0 +1,326 @@
+"""The multi-token-prediction transformer, in one module, in data-flow order.
+
+    tokens (B, T) --tok_emb--> (B, T, d) --trunk: L_trunk Blocks--> h (B, T, d)
+      h --head 1--> z_1 (B, T, d) --norm_f--> --lm_head--> logits_1 (B, T, V)  predicts x[t+1]
+      h --head 2--> z_2 ...                                 logits_2            predicts x[t+2]
+      ...                                                                       ...
+      h --head n--> z_n ...                                 logits_n            predicts x[t+n]
+
+The final norm and the unembedding (``lm_head``) are shared by all heads
+(Gloeckle et al. 2024, Fig. 1); the embedding is NOT tied to the unembedding.
+How a head turns h into z_i is the head kind:
+
+    parallel    z_i = Block_i(h)                       (paper default)
+    linear      z_i = W_i h                            (a d x d map, no nonlinearity)
+    causal      z_i = Block_i(z_{i-1}),  z_0 = h        (a stack: head i sees head i-1)
+    anticausal  z_i = Block_i(z_{i+1}),  z_{n+1} = h    (farthest head first)
+    sequential  z_1 = Block_1(h);  z_k = Block_k(W_k [norm(z_{k-1}); norm(emb(x[t+k-1]))])
+                (DeepSeek-V3: module k also sees the TRUE token t+k-1, teacher forcing)
+
+The blocks are pre-norm (RMSNorm), attention is causal through
+``F.scaled_dot_product_attention`` with rotary position embeddings (RoPE,
+relative, so a packed training window and a decoding prompt at position 0
+look alike), MLP is GELU with hidden size 4d: 12 d^2 parameters per block,
+which is where the size names (1M ... 1B non-embedding parameters) come from.
+
+The memory-efficient MTP backward lives in ``lab.loss``; this module only
+defines the forward pieces it calls (``trunk_forward``, ``head_states``,
+``logits``).
+
+Example:
+    >>> import torch
+    >>> from lab.config import ModelConfig
+    >>> cfg = ModelConfig(size="custom", d_model=32, layers=3, n_heads=2, n=2, vocab_size=64).resolved()
+    >>> model = MTPModel(cfg)
+    >>> logits = model(torch.zeros(2, 5, dtype=torch.long))  # one (B, T, V) tensor per head
+    >>> len(logits), tuple(logits[0].shape)
+    (2, (2, 5, 64))
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lab.config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * g, over the last dimension (no bias, no mean subtraction)."""
+
+    def __init__(self, d: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+        self.eps = eps
+
+    def forward(self, x):
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding tables, grown on demand.
+
+    ``forward(start, length)`` returns cos and sin of shape (length, head_dim)
+    for absolute positions start .. start+length-1 (decoding with a KV cache
+    starts past 0).
+    """
+
+    def __init__(self, head_dim: int, base: float):
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self._cos = self._sin = None
+
+    def forward(self, start: int, length: int, device):
+        end = start + length
+        if self._cos is None or self._cos.shape[0] < end or self._cos.device != device:
+            n = max(end, 2 * (self._cos.shape[0] if self._cos is not None else 256))
+            t = torch.arange(n, device=device, dtype=torch.float32)
+            freqs = torch.outer(t, self.inv_freq.to(device))  # (n, hd/2)
+            emb = torch.cat([freqs, freqs], dim=-1)  # (n, hd)
+            self._cos, self._sin = emb.cos(), emb.sin()
+        return self._cos[start:end], self._sin[start:end]
+
+
+def apply_rotary(x, cos, sin):
+    """Rotate pairs (x_j, x_{j+hd/2}) of x (B, H, T, hd) by position angles."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+class KVCache:
+    """Keys and values of every attention layer, for incremental decoding.
+
+    One slot per Block (trunk and head blocks), preallocated to ``max_len``
+    positions. ``truncate(length)`` rolls back (speculative decoding rejects
+    drafted tokens that way).
+    """
+
+    def __init__(self, n_blocks: int, batch: int, n_heads: int, head_dim: int, max_len: int, device, dtype):
+        shape = (batch, n_heads, max_len, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_blocks)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_blocks)]
+        self.length = 0  # positions filled (same for every block after a forward)
+        self.max_len = max_len
+
+    def update(self, slot: int, k, v):
+        """Write k, v (B, H, T, hd) at positions length..length+T; return all so far."""
+        T = k.shape[2]
+        end = self.length + T
+        if end > self.max_len:
+            raise ValueError(f"KV cache full: {end} > {self.max_len} positions")
+        self.k[slot][:, :, self.length:end] = k
+        self.v[slot][:, :, self.length:end] = v
+        return self.k[slot][:, :, :end], self.v[slot][:, :, :end]
+
+    def truncate(self, length: int):
+        self.length = length
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.head_dim = cfg.n_heads, cfg.d_model // cfg.n_heads
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.proj.residual = True  # scaled init, see MTPModel._init_weights
+
+    def forward(self, x, rope, cache: KVCache | None = None, slot: int = 0):
+        B, T, d = x.shape
+        # (B, T, 3d) -> three (B, H, T, hd)
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        past = cache.length if cache is not None else 0
+        cos, sin = rope(past, T, x.device)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(slot, k, v)  # (B, H, past + T, hd)
+        if past == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif T == 1:
+            y = F.scaled_dot_product_attention(q, k, v)  # one new query sees all cached keys
+        else:
+            # T new queries at positions past..past+T-1: query i sees keys 0..past+i.
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(y.transpose(1, 2).reshape(B, T, d))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.up = nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model, bias=False)
+        self.down = nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model, bias=False)
+        self.down.residual = True
+
+    def forward(self, x):
+        return self.down(F.gelu(self.up(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer layer: x + attn(norm(x)), then + mlp(norm(x))."""
+
+    def __init__(self, cfg: ModelConfig, slot: int):
+        super().__init__()
+        self.slot = slot  # this block's KV-cache slot
+        self.norm1, self.attn = RMSNorm(cfg.d_model), CausalSelfAttention(cfg)
+        self.norm2, self.mlp = RMSNorm(cfg.d_model), MLP(cfg)
+
+    def forward(self, x, rope, cache=None):
+        x = x + self.attn(self.norm1(x), rope, cache, self.slot)
+        return x + self.mlp(self.norm2(x))
+
+
+class SequentialHead(nn.Module):
+    """DeepSeek-V3 MTP module k >= 2: [norm(z_{k-1}); norm(emb(x[t+k-1]))] -> 2d->d -> Block."""
+
+    def __init__(self, cfg: ModelConfig, slot: int):
+        super().__init__()
+        self.norm_h, self.norm_e = RMSNorm(cfg.d_model), RMSNorm(cfg.d_model)
+        self.merge = nn.Linear(2 * cfg.d_model, cfg.d_model, bias=False)
+        self.block = Block(cfg, slot)
+
+    def forward(self, z_prev, emb_next, rope, cache=None):
+        return self.block(self.merge(torch.cat([self.norm_h(z_prev), self.norm_e(emb_next)], dim=-1)), rope, cache)
+
+
+class MTPModel(nn.Module):
+    """Shared trunk, n heads of one kind, shared final norm + unembedding."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if not cfg.vocab_size:
+            raise ValueError("ModelConfig.vocab_size must be set (the lab sets it from the task's tokenizer)")
+        self.config = cfg
+        d, kind = cfg.d_model, cfg.head_kind
+        self.tok_emb = nn.Embedding(cfg.vocab_size, d)
+        self.rope = Rotary(d // cfg.n_heads, cfg.rope_base)
+        self.trunk = nn.ModuleList(Block(cfg, slot=i) for i in range(cfg.trunk_layers))
+        slot = cfg.trunk_layers
+        if kind == "linear":
+            self.heads = nn.ModuleList(nn.Linear(d, d, bias=False) for _ in range(cfg.n))
+        elif kind == "sequential":
+            self.heads = nn.ModuleList([Block(cfg, slot)] + [SequentialHead(cfg, slot + i) for i in range(1, cfg.n)])
+        else:  # parallel, causal, anticausal: one Block per head
+            self.heads = nn.ModuleList(Block(cfg, slot + i) for i in range(cfg.n))
+        self.n_blocks = slot + (0 if kind == "linear" else cfg.n)
+        self.norm_f = RMSNorm(d)
+        self.lm_head = nn.Linear(d, cfg.vocab_size, bias=False)  # untied from tok_emb
+        self.apply(self._init_weights)
+
+    # Heads that read only the trunk output can be run, and freed, one at a time.
+    @property
+    def heads_independent(self) -> bool:
+        return self.config.head_kind in ("parallel", "linear")
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            std = 0.02
+            if getattr(module, "residual", False):  # GPT-2: scale residual projections by depth
+                std /= math.sqrt(2 * max(1, self.config.layers))
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def param_counts(self) -> dict[str, int]:
+        """Total and non-embedding parameters (embedding and unembedding excluded)."""
+        total = sum(p.numel() for p in self.parameters())
+        emb = self.tok_emb.weight.numel() + self.lm_head.weight.numel()
+        return {"total": total, "non_embedding": total - emb}
+
+    # ---- forward pieces (lab.loss composes them for training) ----
+
+    def trunk_forward(self, idx, cache: KVCache | None = None):
+        """idx (B, T) -> trunk output h (B, T, d)."""
+        x = self.tok_emb(idx)
+        for block in self.trunk:
+            x = block(x, self.rope, cache)
+        return x
+
+    def head_state(self, i: int, h, cache: KVCache | None = None):
+        """z_i from the trunk output h, for independent head kinds only."""
+        head = self.heads[i]
+        return head(h) if self.config.head_kind == "linear" else head(h, self.rope, cache)
+
+    def head_states(self, h, tokens=None, upto: int | None = None, cache: KVCache | None = None):
+        """The hidden states z_1..z_upto (each (B, T, d)) from the trunk output h.
+
+        ``tokens`` is only read by sequential heads: module k >= 2 needs the
+        true token x[t+k-1], i.e. tokens[:, k-1 : T+k-1]; pass the training
+        window (B, T + n) or at least T + upto - 1 columns.
+        """
+        kind, n = self.config.head_kind, self.config.n
+        upto = n if upto is None else upto
+        if self.heads_independent:
+            return [self.head_state(i, h, cache) for i in range(upto)]
+        if kind == "causal":
+            zs, z = [], h
+            for i in range(upto):
+                z = self.heads[i](z, self.rope, cache)
+                zs.append(z)
+            return zs
+        if kind == "anticausal":  # head n reads h; head i reads head i+1; head 1 needs them all
+            zs, z = [None] * n, h
+            for i in reversed(range(n)):
+                z = self.heads[i](z, self.rope, cache)
+                zs[i] = z
+            return zs[:upto]
+        # sequential
+        T = h.shape[1]
+        zs = [self.heads[0](h, self.rope, cache)]
+        for k in range(1, upto):  # module index k predicts x[t+k+1] from z_k and emb(x[t+k])
+            emb = self.tok_emb(tokens[:, k:T + k])
+            zs.append(self.heads[k](zs[-1], emb, self.rope, cache))
+        return zs
+
+    def logits(self, z):
+        """Shared final norm and unembedding: z (B, T, d) -> logits (B, T, V)."""
+        return self.lm_head(self.norm_f(z))
+
+    def forward(self, idx, heads: int | None = None, cache: KVCache | None = None):
+        """Logits of the first ``heads`` heads (default all): a list of (B, T, V).
+
+        For inference and teacher-forced evaluation. Sequential heads k >= 2
+        read the true tokens that follow; at the last k-1 positions of ``idx``
+        there are none, so they see token 0 there and their predictions at
+        those positions are meaningless.
+        """
+        n = self.config.n
+        heads = n if heads is None else heads
+        h = self.trunk_forward(idx, cache)
+        tokens = idx
+        if self.config.head_kind == "sequential" and heads > 1:
+            tokens = F.pad(idx, (0, heads - 1), value=0)
+        return [self.logits(z) for z in self.head_states(h, tokens, upto=heads, cache=cache)]
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        p = self.lm_head.weight
+        cfg = self.config
+        return KVCache(self.n_blocks, batch, cfg.n_heads, cfg.d_model // cfg.n_heads, max_len, p.device, p.dtype)
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens: int, stop_token: int | None = None):
+        """Greedy decoding with the next-token head and a KV cache.
+
+        idx (B, T) -> new tokens (B, <= max_new_tokens); stops early once
+        every row has produced ``stop_token``.
+        """
+        B, T = idx.shape
+        cache = self.new_cache(B, T + max_new_tokens)
+        logits = self(idx, heads=1, cache=cache)[0][:, -1]
+        cache.truncate(T)
+        out, done = [], torch.zeros(B, dtype=torch.bool, device=idx.device)
+        for step in range(max_new_tokens):
+            nxt = logits.argmax(-1)  # (B,)
+            out.append(nxt)
+            if stop_token is not None:
+                done |= nxt == stop_token
+                if bool(done.all()):
+                    break
+            if step + 1 < max_new_tokens:
+                logits = self(nxt[:, None], heads=1, cache=cache)[0][:, -1]
+                cache.truncate(cache.length + 1)
+        return torch.stack(out, dim=1)

@@ -1,0 +1,326 @@
+"""One training run: config -> run folder (config, metrics, eval, checkpoint).
+
+The loop, step by step:
+
+    for step in range(start, total_steps):
+        lr = warmup-then-cosine(step)
+        for each micro-batch (gradient accumulation up to train.batch_tokens):
+            window = next seqs of (context + n) tokens       # data position advances
+            sequential_backward(model, window, scale=1/k)    # lab.loss: memory-efficient MTP
+        clip grad norm to 1.0; AdamW step
+        every log_interval: one line of metrics.jsonl
+        every eval_interval (and at the end): task.evaluate -> eval.json, checkpoint.pt
+
+Everything that decides what happens next (weights, optimizer moments, step,
+data position, RNG states, eval history) is in the checkpoint, and the batch
+order is a pure function of (seed, position), so ``run(..., resume=True)`` on
+CPU reproduces the uninterrupted run exactly.
+
+Example:
+    >>> import tempfile
+    >>> from lab.config import build_run_config
+    >>> cfg = build_run_config("polyarith", {
+    ...     "task.train_examples": 300, "task.test_per_op": 2, "model.size": "custom", "model.d_model": 32,
+    ...     "model.layers": 2, "model.n_heads": 2, "train.steps": 3, "train.batch_tokens": 256,
+    ...     "train.context": 64, "train.progress": False})
+    >>> summary = run(cfg, Path(tempfile.mkdtemp()) / "run", quiet=True)
+    >>> summary["step"], 0.0 <= summary["metrics"]["accuracy/ops=1"] <= 1.0
+    (3, True)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from generators import registry
+from lab import checkpoint as ckpt
+from lab.config import RunConfig
+from lab.data import Windows, prepare
+from lab.errors import UserError
+from lab.loss import sequential_backward
+from lab.model import MTPModel
+
+
+def select_device(name: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; a UserError for an unavailable device.
+
+    Example:
+        >>> select_device("cpu")
+        device(type='cpu')
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device '{name}' requested but CUDA is not available here; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"device type '{device.type}' is not supported; use cpu or cuda")
+    return device
+
+
+def autocast_for(device: torch.device, dtype: str):
+    """bf16 autocast on CUDA (unless dtype=float32); fp32 (no autocast) on CPU."""
+    if device.type == "cuda" and dtype in ("auto", "bfloat16"):
+        return functools.partial(torch.autocast, device_type="cuda", dtype=torch.bfloat16)
+    if device.type == "cpu" and dtype == "bfloat16":
+        return functools.partial(torch.autocast, device_type="cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def lr_at(step: int, total: int, train) -> float:
+    """Linear warmup to train.lr, then cosine decay to min_lr_ratio * lr.
+
+    Example:
+        >>> from lab.config import TrainConfig
+        >>> t = TrainConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.03)
+        >>> lr_at(0, 100, t), lr_at(9, 100, t), round(lr_at(99, 100, t), 3)
+        (0.1, 1.0, 0.03)
+    """
+    warmup = train.warmup_steps if train.warmup_steps >= 0 else min(2000, total // 10)
+    if step < warmup:
+        return train.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - 1 - warmup)
+    return train.lr * (train.min_lr_ratio + (1 - train.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def build_optimizer(model, train, device) -> torch.optim.AdamW:
+    """AdamW(beta1, beta2), weight decay on matrices only (norm gains excluded)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2),
+                             fused=device.type == "cuda")
+
+
+def model_config_for(config: RunConfig, n_vocab: int):
+    """The model config with the vocabulary filled in (rounded up to a multiple of 64)."""
+    vocab = config.model.vocab_size or ((n_vocab + 63) // 64) * 64
+    if vocab < n_vocab:
+        raise UserError(f"model.vocab_size {vocab} is smaller than the tokenizer's {n_vocab} tokens")
+    return dataclasses.replace(config.model, vocab_size=vocab)
+
+
+def setup(config: RunConfig, device: torch.device, *, quiet: bool = False):
+    """Task, dataset and (freshly initialised) model for a config, on ``device``."""
+    task = registry.get(config.task_name)(config.task)
+    data = prepare(task, config.train.data_seed, quiet=quiet)
+    torch.manual_seed(config.train.seed)
+    model = MTPModel(model_config_for(config, data.enc.n_vocab)).to(device)
+    return task, data, model
+
+
+def load_run(run_dir: Path, device: torch.device | None = None, *, quiet: bool = True):
+    """Config, task, dataset and trained model of a run folder (for eval/decode).
+
+    Example:
+        >>> load_run(Path("/nonexistent"))
+        Traceback (most recent call last):
+        ...
+        lab.errors.UserError: /nonexistent is not a run folder (no config.json)
+    """
+    config = ckpt.read_config(run_dir)
+    device = device or select_device(config.train.device)
+    state = ckpt.load_checkpoint(run_dir, map_location=device)
+    task, data, model = setup(config, device, quiet=quiet)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise UserError(f"checkpoint in {run_dir} does not match its config.json ({str(e).splitlines()[0]})") from None
+    return config, task, data, model, state
+
+
+def _is_better(value, best, direction: str) -> bool:
+    if best is None:
+        return True
+    return value > best if direction == "maximize" else value < best
+
+
+class _Run:
+    """State of one run in progress (kept small: everything else is derived)."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, resume: bool, quiet: bool):
+        self.config, self.run_dir, self.quiet = config, run_dir, quiet
+        self.device = select_device(config.train.device)
+        self.task, self.data, self.model = setup(config, self.device, quiet=quiet)
+        self.counts = self.model.param_counts()
+        tc = config.train
+        self.total = tc.total_steps()
+        self.windows = Windows(self.data.train_tokens, tc.context, config.model.n, tc.seed)
+        self.optimizer = build_optimizer(self.model, tc, self.device)
+        self.autocast = autocast_for(self.device, tc.dtype)
+        if tc.compile:
+            for block in self.model.modules():
+                if block.__class__.__name__ == "Block":
+                    block.compile()
+        self.eval_every = tc.eval_interval or max(1, self.total // 5)
+        self.ckpt_every = tc.checkpoint_interval or self.eval_every
+        self.step, self.position, self.history, self.best = 0, 0, [], None
+        self.finished = False
+        if resume:
+            self._restore()
+
+    # ---- checkpointing ----
+    def _state(self) -> dict:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "step": self.step, "position": self.position, "history": self.history, "best": self.best,
+            "finished": self.finished, "rng": ckpt.rng_state(), "config": self.config.to_dict(),
+        }
+
+    def _restore(self) -> None:
+        state = ckpt.load_checkpoint(self.run_dir, map_location=self.device)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise UserError(f"checkpoint in {self.run_dir} does not match its config ({str(e).splitlines()[0]})") from None
+        self.step, self.position = state["step"], state["position"]
+        self.history, self.best, self.finished = state["history"], state["best"], state.get("finished", False)
+        ckpt.set_rng_state(state["rng"])
+        # Drop log lines written after the checkpoint: they will be written again, identically.
+        log = self.run_dir / "metrics.jsonl"
+        if log.exists():
+            keep = [ln for ln in log.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= self.step]
+            ckpt._atomic_replace(log, lambda p: p.write_text("".join(ln + "\n" for ln in keep)))
+
+    # ---- evaluation ----
+    def evaluate(self, final: bool) -> dict:
+        limit = None if final else (self.config.train.eval_examples or None)
+        t0 = time.time()
+        metrics = self.task.evaluate(self.model, self.data.test, self.data.enc, self.device, limit=limit)
+        self.model.train()
+        entry = {"step": self.step, "tokens": self.tokens_seen, "metrics": metrics,
+                 "eval_seconds": round(time.time() - t0, 2), "final": final}
+        self.history.append(entry)
+        objective = self.task.objective
+        if objective in metrics and _is_better(metrics[objective], self.best and self.best["metrics"].get(objective),
+                                               self.task.direction):
+            self.best = {"step": self.step, "metrics": metrics}
+        ckpt.write_json(self.run_dir / "eval.json", {
+            "step": self.step, "metrics": metrics, "final": final, "objective": objective,
+            "direction": self.task.direction, "best": self.best, "history": self.history,
+        })
+        return metrics
+
+    @property
+    def tokens_seen(self) -> int:
+        return self.position * self.config.train.context
+
+    # ---- the loop ----
+    def train_step(self) -> dict:
+        tc = self.config.train
+        lr = lr_at(self.step, self.total, tc)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        seqs = tc.seqs_per_step
+        micro = tc.micro_batch or seqs
+        chunks = [min(micro, seqs - i) for i in range(0, seqs, micro)]
+        per_head = {"loss": [], "acc": []}
+        for size in chunks:
+            window = torch.from_numpy(self.windows.batch(self.position, size)).to(self.device, non_blocking=True)
+            self.position += size
+            stats = sequential_backward(self.model, window, scale=size / seqs, autocast=self.autocast)
+            for key in per_head:
+                per_head[key].append(torch.stack(stats[key]) * (size / seqs))
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        loss, acc = (torch.stack(per_head[k]).sum(0).tolist() for k in ("loss", "acc"))
+        return {"lr": lr, "loss": loss, "acc": acc, "grad_norm": float(grad_norm)}
+
+    def log_line(self, out: dict, tokens_per_s: float) -> dict:
+        weights = self.config.model.weights
+        row = {"step": self.step, "tokens": self.tokens_seen, "epoch": round(self.windows.epochs(self.position), 4),
+               "lr": out["lr"], "loss": sum(w * l for w, l in zip(weights, out["loss"])),
+               "grad_norm": out["grad_norm"], "tokens_per_s": round(tokens_per_s, 1)}
+        for i, (l, a) in enumerate(zip(out["loss"], out["acc"]), start=1):
+            row[f"loss/head={i}"], row[f"acc/head={i}"] = l, a
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        return row
+
+    def loop(self) -> None:
+        tc = self.config.train
+        bar = None
+        if tc.progress and not self.quiet:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.total, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        self.model.train()
+        t_last, tok_last = time.time(), self.tokens_seen
+        while self.step < self.total:
+            out = self.train_step()
+            last = self.step == self.total
+            if self.step % tc.log_interval == 0 or last:
+                now = time.time()
+                row = self.log_line(out, (self.tokens_seen - tok_last) / max(now - t_last, 1e-9))
+                if bar:
+                    bar.set_postfix(loss=f"{row['loss']:.3f}", acc1=f"{row['acc/head=1']:.3f}",
+                                    tok_s=f"{row['tokens_per_s']:.0f}")
+                t_last, tok_last = now, self.tokens_seen
+            if bar:
+                bar.update(1)
+            evaluated = False
+            if self.step % self.eval_every == 0 or last:
+                metrics = self.evaluate(final=last)
+                evaluated = True
+                if bar:
+                    bar.write(f"step {self.step}: {self.task.objective} = {metrics.get(self.task.objective, float('nan')):.4f}")
+                self.finished = last
+                t_last = time.time()  # do not count eval time in tokens/s
+            if self.step % self.ckpt_every == 0 or last or evaluated:
+                ckpt.save_checkpoint(self.run_dir, self._state())
+        if bar:
+            bar.close()
+
+
+def run(config: RunConfig, run_dir: str | Path, *, resume: bool = False, quiet: bool = False) -> dict:
+    """Train (or resume) one run into ``run_dir``; returns the run's summary.
+
+    Without ``resume``, ``run_dir`` must not hold a run already (UserError).
+    With ``resume``, the config stored in ``run_dir`` is used and the run
+    continues from its checkpoint (a finished run is only summarised).
+    """
+    run_dir = Path(run_dir)
+    if resume:
+        config = ckpt.read_config(run_dir)
+        if not (run_dir / ckpt.CHECKPOINT).exists() and not (run_dir / "metrics.jsonl").exists():
+            resume = False  # killed before its first checkpoint: start again, same config
+    elif (run_dir / "config.json").exists() or (run_dir / ckpt.CHECKPOINT).exists():
+        raise UserError(f"{run_dir} already holds a run; use --resume to continue it or choose another --out")
+    elif run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} exists and is not a folder")
+    t0 = time.time()
+    r = _Run(config, run_dir, resume=resume and (run_dir / ckpt.CHECKPOINT).exists(), quiet=quiet)
+    if not quiet:
+        c = r.counts
+        print(f"model: {config.model.size} d_model={config.model.d_model} layers={config.model.layers} "
+              f"(trunk {config.model.trunk_layers} + {config.model.n} {config.model.head_kind} heads) | "
+              f"parameters: {c['total']:,} total, {c['non_embedding']:,} non-embedding | device {r.device} | "
+              f"{r.total} steps x {config.train.seqs_per_step * config.train.context:,} tokens", flush=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "config.json").exists():
+        data = config.to_dict()
+        data["meta"] = {"env": ckpt.environment(), "params": r.counts, "dataset": str(r.data.path),
+                        "vocab_size": r.model.config.vocab_size}
+        ckpt.write_json(run_dir / "config.json", data)
+    if not r.finished:
+        r.loop()
+    final = r.history[-1] if r.history else {"metrics": {}}
+    return {
+        "step": r.step, "tokens_seen": r.tokens_seen, "metrics": final["metrics"], "best": r.best,
+        "objective": r.task.objective, "direction": r.task.direction, "params": r.counts,
+        "device": str(r.device), "wall_seconds": round(time.time() - t0, 2), "run_dir": str(run_dir),
+    }
