@@ -265,7 +265,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_args(b)
     b.set_defaults(func=cmd_bench)
+    _add_plugin_commands(sub, bsub)
     return p
+
+
+def _add_plugin_commands(sub, bench_sub) -> None:
+    """Subcommands from other rooms (sweeps, analysis, decoding) and plugins.
+
+    lab never imports sweeps or analysis by name: they declare entry points in
+    the group ``mtplab.commands`` (see pyproject.toml), each a function
+    ``add_parser(subparsers, bench_subparsers)`` that adds its subcommands
+    with ``set_defaults(func=...)``.
+    """
+    import importlib.metadata
+
+    for ep in sorted(importlib.metadata.entry_points(group="mtplab.commands"), key=lambda e: e.name):
+        ep.load()(sub, bench_sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,8 +104,12 @@ def build_optimizer(model, train, device) -> torch.optim.AdamW:
 
 
 def model_config_for(config: RunConfig, n_vocab: int):
-    """The model config with the vocabulary filled in (rounded up to a multiple of 64)."""
-    vocab = config.model.vocab_size or ((n_vocab + 63) // 64) * 64
+    """The model config with the vocabulary filled in: exactly the tokenizer's.
+
+    (Not rounded up for speed: a padded row could be the argmax of greedy
+    decoding and no tokenizer could decode it.)
+    """
+    vocab = config.model.vocab_size or n_vocab
     if vocab < n_vocab:
         raise UserError(f"model.vocab_size {vocab} is smaller than the tokenizer's {n_vocab} tokens")
     return dataclasses.replace(config.model, vocab_size=vocab)

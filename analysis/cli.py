@@ -1,0 +1,5 @@
+"""Placeholder until the analysis subcommands land (wired through the mtplab.commands entry point)."""
+
+
+def add_parser(sub, bench_sub) -> None:
+    return None
