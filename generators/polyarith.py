@@ -58,9 +58,9 @@ is a leaf, a parenthesised binary operation, or another negation: ``--A``).
 The grammar is unambiguous: a minus applies to exactly the one term after it.
 The prompt is ``expression + "="``, the answer the 5 result digits, and the
 training document of an example is ``prompt + answer + "\\n"`` (the newline
-ends an example; the trainer packs documents back to back). For evaluation the
-model is prompted with ``"\\n" + prompt`` (the example boundary it saw in
-training) and decodes greedily up to 6 tokens, stopping at ``"\\n"``; an
+ends an example; the trainer packs documents back to back, each preceded by the
+end-of-text token). For evaluation the model is prompted with the end-of-text
+token followed by ``prompt`` (the example boundary it saw in training) and decodes greedily up to 6 tokens, stopping at ``"\\n"``; an
 example is correct when the text before the ``"\\n"`` is exactly the answer.
 
 **Determinism and train/test exclusion.** Every example has its own
@@ -237,7 +237,12 @@ def random_example(key: str, m: int) -> dict:
         >>> rec == random_example("demo", 2), rec["ops"], sorted(rec)
         (True, 2, ['answer', 'expr', 'ops', 'prompt', 'result'])
     """
-    tree, value, text = _gen(random.Random(key), m)
+    return _record(random.Random(key), m)
+
+
+def _record(rng: random.Random, m: int) -> dict:
+    """Draw an expression with m operations from ``rng`` and package it as a record."""
+    tree, value, text = _gen(rng, m)
     return {"prompt": text + "=", "answer": "".join(map(str, value)), "result": list(value), "ops": m, "expr": tree}
 
 
@@ -355,9 +360,7 @@ class PolyArith(Task):
             m, j = c.test_min_ops + index // c.test_per_op, index % c.test_per_op
             return random_example(f"polyarith/test/{seed}/{m}/{j}", m)
         rng = random.Random(f"polyarith/train/{seed}/{index}/{attempt}")
-        m = rng.randint(c.train_min_ops, c.train_max_ops)
-        tree, value, text = _gen(rng, m)
-        return {"prompt": text + "=", "answer": "".join(map(str, value)), "result": list(value), "ops": m, "expr": tree}
+        return _record(rng, rng.randint(c.train_min_ops, c.train_max_ops))
 
     def test_prompts(self, seed: int) -> frozenset[str]:
         """The set of test prompts for ``seed`` (cached); train examples avoid them.
@@ -388,11 +391,11 @@ class PolyArith(Task):
             >>> task.example("train", 7, 3) == task.build("train", 7)[3]
             True
         """
-        if split == "train":
-            self._size(split)  # validates nothing new, but keeps the error order of draw()
-            return self._train_example(seed, index, self.test_prompts(seed)) if 0 <= index < self.config.train_examples \
-                else self.draw(split, seed, index)
-        return self.draw(split, seed, index)
+        if split == "test":
+            return self.draw(split, seed, index)
+        if not 0 <= index < self._size(split):
+            raise IndexError(f"polyarith {split} index {index} out of range 0..{self._size(split) - 1}")
+        return self._train_example(seed, index, self.test_prompts(seed))
 
     def build(self, split: str, seed: int) -> list[dict]:
         """All examples of ``split`` (``"train"`` or ``"test"``); test is sorted by m.
@@ -422,7 +425,7 @@ class PolyArith(Task):
     def evaluate(self, model, test: list[dict], enc, device, *, limit: int | None = None) -> dict[str, float]:
         """Greedy exact-match accuracy per m, in-domain, out-of-domain and overall.
 
-        Each prompt is ``"\\n" + prompt``; the model decodes up to 6 tokens with
+        Each prompt is the end-of-text token + ``prompt``; the model decodes up to 6 tokens with
         head 1 and stops at the newline. With ``limit``, only the first
         ``limit`` test examples of each m are scored.
 
@@ -448,7 +451,7 @@ class PolyArith(Task):
         if not records:
             return {}
         newline = enc.encode("\n")[0]
-        prompts = [enc.encode("\n" + rec["prompt"]) for rec in records]
+        prompts = [[enc.eot_token] + enc.encode(rec["prompt"]) for rec in records]
         outputs = greedy_generate(model, prompts, max_new_tokens=N + 1, stop_token=newline, device=device)
         hits: dict[int, list[bool]] = defaultdict(list)
         for rec, out in zip(records, outputs):

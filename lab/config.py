@@ -140,12 +140,13 @@ class TrainConfig:
     beta2: float = 0.95
     grad_clip: float = 1.0
     eval_interval: int = 0  # steps between evals; 0 = 5 evals per run
-    eval_examples: int = 0  # examples scored at intermediate evals; 0 = all (final eval always scores all)
+    eval_examples: int = 0  # examples per slice (e.g. per m) at intermediate evals; 0 = all (the final eval scores all)
     log_interval: int = 10
     checkpoint_interval: int = 0  # 0 = at every eval
     device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
     dtype: str = "auto"  # auto (bf16 on cuda, fp32 on cpu) | float32 | bfloat16
     compile: bool = False  # torch.compile the model (CUDA)
+    threads: int = 0  # CPU threads for torch; 0 = torch's default (sweeps set cores // workers)
     progress: bool = True  # tqdm bar
 
     @property

@@ -156,6 +156,8 @@ class _Run:
     def __init__(self, config: RunConfig, run_dir: Path, resume: bool, quiet: bool):
         self.config, self.run_dir, self.quiet = config, run_dir, quiet
         self.device = select_device(config.train.device)
+        if config.train.threads > 0:
+            torch.set_num_threads(config.train.threads)
         self.task, self.data, self.model = setup(config, self.device, quiet=quiet)
         self.counts = self.model.param_counts()
         tc = config.train
