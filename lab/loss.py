@@ -53,28 +53,33 @@ def _split(model, window):
 
 
 def _head_loss(model, z, target, weight, scale, stats):
-    """Weighted CE of one head from its hidden state; records loss and top-1 accuracy."""
+    """Weighted CE of one head from its hidden state; records loss (and top-1 accuracy if tracked)."""
     logits = model.logits(z)  # (B, T, V)
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # the softmax in fp32 under autocast
     ce = F.cross_entropy(logits.flatten(0, 1), target.flatten())
     with torch.no_grad():
         stats["loss"].append(ce.detach())
-        stats["acc"].append((logits.argmax(-1) == target).float().mean())
+        if "acc" in stats:  # an argmax over (B, T, V): only on steps that log it
+            stats["acc"].append((logits.argmax(-1) == target).float().mean())
     return ce * (weight * scale)
 
 
-def sequential_backward(model, window, *, scale: float = 1.0, autocast=contextlib.nullcontext) -> dict:
+def sequential_backward(model, window, *, scale: float = 1.0, autocast=contextlib.nullcontext,
+                        track_accuracy: bool = True) -> dict:
     """Memory-efficient MTP forward + backward on one micro-batch.
 
     ``window`` is (B, T + n) tokens; head i is trained on window[:, i : T + i].
     ``scale`` multiplies the loss (1 / accumulation steps). Gradients land in
-    ``.grad``; returns per-head unweighted losses and top-1 accuracies as
-    lists of 0-dim tensors (not synced to the host, so no stall on GPU).
+    ``.grad``; returns per-head unweighted losses and (if ``track_accuracy``)
+    top-1 accuracies as lists of 0-dim tensors (not synced to the host, so no
+    stall on GPU).
     """
+    if model.config.n == 1:  # one head: nothing to free between heads, one backward is cheaper
+        return naive_backward(model, window, scale=scale, autocast=autocast, track_accuracy=track_accuracy)
     weights = model.config.weights
     idx, targets = _split(model, window)
-    stats = {"loss": [], "acc": []}
+    stats = {"loss": [], "acc": []} if track_accuracy else {"loss": []}
     with autocast():
         h = model.trunk_forward(idx)
     if model.heads_independent:
@@ -98,11 +103,12 @@ def sequential_backward(model, window, *, scale: float = 1.0, autocast=contextli
     return stats
 
 
-def naive_backward(model, window, *, scale: float = 1.0, autocast=contextlib.nullcontext) -> dict:
+def naive_backward(model, window, *, scale: float = 1.0, autocast=contextlib.nullcontext,
+                   track_accuracy: bool = True) -> dict:
     """The reference: sum the n weighted losses, one backward. Keeps all logits alive."""
     weights = model.config.weights
     idx, targets = _split(model, window)
-    stats = {"loss": [], "acc": []}
+    stats = {"loss": [], "acc": []} if track_accuracy else {"loss": []}
     with autocast():
         h = model.trunk_forward(idx)
         zs = model.head_states(h, window)

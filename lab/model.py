@@ -17,7 +17,7 @@ How a head turns h into z_i is the head kind:
     sequential  z_1 = Block_1(h);  z_k = Block_k(W_k [norm(z_{k-1}); norm(emb(x[t+k-1]))])
                 (DeepSeek-V3: module k also sees the TRUE token t+k-1, teacher forcing)
 
-The blocks are pre-norm (RMSNorm), attention is causal through
+The blocks are pre-norm (bias-free LayerNorm), attention is causal through
 ``F.scaled_dot_product_attention`` with rotary position embeddings (RoPE,
 relative, so a packed training window and a decoding prompt at position 0
 look alike), MLP is GELU with hidden size 4d: 12 d^2 parameters per block,
@@ -48,48 +48,53 @@ import torch.nn.functional as F
 from lab.config import ModelConfig
 
 
-class RMSNorm(nn.Module):
-    """x / rms(x) * g, over the last dimension (no bias, no mean subtraction)."""
+class Norm(nn.Module):
+    """LayerNorm with a gain and no bias (as nanoGPT).
 
-    def __init__(self, d: int, eps: float = 1e-6):
+    Chosen over RMSNorm for speed: torch's fused LayerNorm kernel is ~3x
+    faster than ``F.rms_norm`` on CPU (forward + backward), equal on GPU.
+    """
+
+    def __init__(self, d: int, eps: float = 1e-5):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(d))
         self.eps = eps
 
     def forward(self, x):
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        return F.layer_norm(x, (x.shape[-1],), self.weight, None, self.eps)
 
 
 class Rotary(nn.Module):
-    """Rotary position embedding tables, grown on demand.
+    """Rotary position embedding as complex rotations, tables grown on demand.
 
-    ``forward(start, length)`` returns cos and sin of shape (length, head_dim)
-    for absolute positions start .. start+length-1 (decoding with a KV cache
-    starts past 0).
+    ``forward(start, length)`` returns the unit complex numbers e^{i pos theta_j}
+    of shape (length, head_dim / 2) for absolute positions start ..
+    start+length-1 (decoding with a KV cache starts past 0).
     """
 
     def __init__(self, head_dim: int, base: float):
         super().__init__()
         inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
-        self._cos = self._sin = None
+        self._table = None
 
     def forward(self, start: int, length: int, device):
         end = start + length
-        if self._cos is None or self._cos.shape[0] < end or self._cos.device != device:
-            n = max(end, 2 * (self._cos.shape[0] if self._cos is not None else 256))
-            t = torch.arange(n, device=device, dtype=torch.float32)
-            freqs = torch.outer(t, self.inv_freq.to(device))  # (n, hd/2)
-            emb = torch.cat([freqs, freqs], dim=-1)  # (n, hd)
-            self._cos, self._sin = emb.cos(), emb.sin()
-        return self._cos[start:end], self._sin[start:end]
+        if self._table is None or self._table.shape[0] < end or self._table.device != device:
+            n = max(end, 2 * (self._table.shape[0] if self._table is not None else 256))
+            angles = torch.outer(torch.arange(n, device=device, dtype=torch.float32), self.inv_freq.to(device))
+            self._table = torch.polar(torch.ones_like(angles), angles)  # (n, hd/2) complex64
+        return self._table[start:end]
 
 
-def apply_rotary(x, cos, sin):
-    """Rotate pairs (x_j, x_{j+hd/2}) of x (B, H, T, hd) by position angles."""
-    x1, x2 = x.chunk(2, dim=-1)
-    rotated = torch.cat([-x2, x1], dim=-1)
-    return (x * cos + rotated * sin).to(x.dtype)
+def apply_rotary(x, rot):
+    """Rotate consecutive pairs (x_2j, x_2j+1) of x (B, T, H, hd) by rot (T, hd/2).
+
+    Applied before the heads are moved in front of T, so the pairs are a view
+    of the qkv projection (no copy).
+    """
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, T, H, hd/2)
+    return torch.view_as_real(pairs * rot[:, None, :]).flatten(-2).to(x.dtype)
 
 
 class KVCache:
@@ -131,11 +136,11 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x, rope, cache: KVCache | None = None, slot: int = 0):
         B, T, d = x.shape
-        # (B, T, 3d) -> three (B, H, T, hd)
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        # (B, T, 3d) -> three (B, T, H, hd); rotate q and k; then (B, H, T, hd) for attention
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).unbind(2)
         past = cache.length if cache is not None else 0
-        cos, sin = rope(past, T, x.device)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        rot = rope(past, T, x.device)
+        q, k, v = (t.transpose(1, 2) for t in (apply_rotary(q, rot), apply_rotary(k, rot), v))
         if cache is not None:
             k, v = cache.update(slot, k, v)  # (B, H, past + T, hd)
         if past == 0:
@@ -166,8 +171,8 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, slot: int):
         super().__init__()
         self.slot = slot  # this block's KV-cache slot
-        self.norm1, self.attn = RMSNorm(cfg.d_model), CausalSelfAttention(cfg)
-        self.norm2, self.mlp = RMSNorm(cfg.d_model), MLP(cfg)
+        self.norm1, self.attn = Norm(cfg.d_model), CausalSelfAttention(cfg)
+        self.norm2, self.mlp = Norm(cfg.d_model), MLP(cfg)
 
     def forward(self, x, rope, cache=None):
         x = x + self.attn(self.norm1(x), rope, cache, self.slot)
@@ -179,7 +184,7 @@ class SequentialHead(nn.Module):
 
     def __init__(self, cfg: ModelConfig, slot: int):
         super().__init__()
-        self.norm_h, self.norm_e = RMSNorm(cfg.d_model), RMSNorm(cfg.d_model)
+        self.norm_h, self.norm_e = Norm(cfg.d_model), Norm(cfg.d_model)
         self.merge = nn.Linear(2 * cfg.d_model, cfg.d_model, bias=False)
         self.block = Block(cfg, slot)
 
@@ -207,7 +212,7 @@ class MTPModel(nn.Module):
         else:  # parallel, causal, anticausal: one Block per head
             self.heads = nn.ModuleList(Block(cfg, slot + i) for i in range(cfg.n))
         self.n_blocks = slot + (0 if kind == "linear" else cfg.n)
-        self.norm_f = RMSNorm(d)
+        self.norm_f = Norm(d)
         self.lm_head = nn.Linear(d, cfg.vocab_size, bias=False)  # untied from tok_emb
         self.apply(self._init_weights)
 

@@ -224,7 +224,7 @@ class _Run:
         return self.position * self.config.train.context
 
     # ---- the loop ----
-    def train_step(self) -> dict:
+    def train_step(self, log: bool = True) -> dict:
         tc = self.config.train
         lr = lr_at(self.step, self.total, tc)
         for group in self.optimizer.param_groups:
@@ -232,17 +232,20 @@ class _Run:
         seqs = tc.seqs_per_step
         micro = tc.micro_batch or seqs
         chunks = [min(micro, seqs - i) for i in range(0, seqs, micro)]
-        per_head = {"loss": [], "acc": []}
+        per_head = {"loss": [], "acc": []} if log else {"loss": []}
         for size in chunks:
             window = torch.from_numpy(self.windows.batch(self.position, size)).to(self.device, non_blocking=True)
             self.position += size
-            stats = sequential_backward(self.model, window, scale=size / seqs, autocast=self.autocast)
+            stats = sequential_backward(self.model, window, scale=size / seqs, autocast=self.autocast,
+                                        track_accuracy=log)
             for key in per_head:
                 per_head[key].append(torch.stack(stats[key]) * (size / seqs))
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        if not log:  # no host sync on steps that do not log
+            return {}
         loss, acc = (torch.stack(per_head[k]).sum(0).tolist() for k in ("loss", "acc"))
         return {"lr": lr, "loss": loss, "acc": acc, "grad_norm": float(grad_norm)}
 
@@ -267,9 +270,10 @@ class _Run:
         self.model.train()
         t_last, tok_last = time.time(), self.tokens_seen
         while self.step < self.total:
-            out = self.train_step()
+            logs = (self.step + 1) % tc.log_interval == 0 or self.step + 1 == self.total
+            out = self.train_step(log=logs)
             last = self.step == self.total
-            if self.step % tc.log_interval == 0 or last:
+            if logs:
                 now = time.time()
                 row = self.log_line(out, (self.tokens_seen - tok_last) / max(now - t_last, 1e-9))
                 if bar:

@@ -34,10 +34,10 @@ def test_resume_after_crash_reproduces_uninterrupted_run(tmp_path, monkeypatch):
     # Crash after step 5: the last checkpoint is at step 4, metrics.jsonl already has step 5.
     original = train_mod._Run.train_step
 
-    def crashing(self):
+    def crashing(self, log=True):
         if self.step == 5:
             raise RuntimeError("simulated crash")
-        return original(self)
+        return original(self, log)
 
     monkeypatch.setattr(train_mod._Run, "train_step", crashing)
     with pytest.raises(RuntimeError, match="simulated crash"):
