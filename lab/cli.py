@@ -121,10 +121,10 @@ def cmd_generate(args) -> int:
     import time
 
     t0 = time.time()
-    data = prepare(task, args.seed, quiet=not args.time)
+    data = prepare(task, args.gen_seed, quiet=not args.time)
     splits = [args.split] + (["test"] if args.stats and args.split == "train" and "test" in task.splits else [])
     for split in splits:
-        records = data.test if split == "test" else task.build(split, args.seed)
+        records = data.test if split == "test" else task.build(split, args.gen_seed)
         if args.stats:
             stats = task.stats(records, data.enc)
             print(f"[{args.task} {split}]")
@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("task")
     s.add_argument("--split", default="test")
     s.add_argument("--out", help="JSONL file (default: stdout)")
-    s.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
+    s.add_argument("--seed", dest="gen_seed", type=int, default=0, help="data seed (default 0)")
     s.add_argument("--limit", type=int, default=0, help="write only the first N examples")
     s.add_argument("--stats", action="store_true", help="print dataset statistics (train also shows test)")
     s.add_argument("--time", action="store_true", help="report how long building the dataset took")

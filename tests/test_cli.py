@@ -1,0 +1,59 @@
+"""The mtplab CLI: tasks, generate, help texts, one-line errors."""
+
+import json
+
+import pytest
+
+from generators.polyarith import evaluate_tree
+from lab.cli import build_parser, main
+
+
+def test_tasks_lists_one_line_per_task(capsys):
+    assert main(["tasks"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert any(line.startswith("polyarith ") and "objective=accuracy/in_domain" in line for line in lines)
+
+
+def test_generate_polyarith_test_split(tmp_path, capsys):
+    out = tmp_path / "test.jsonl"
+    assert main(["generate", "polyarith", "--split", "test", "--set", "task.test_per_op=3", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 30 and sorted({r["ops"] for r in rows}) == list(range(1, 11))
+    for r in rows:
+        assert set(r) >= {"prompt", "answer", "result", "ops", "expr"}
+        assert r["prompt"].endswith("=") and r["answer"] == "".join(map(str, r["result"]))
+        assert list(evaluate_tree(r["expr"])) == r["result"]
+    # same command, same bytes (deterministic)
+    first = out.read_bytes()
+    assert main(["generate", "polyarith", "--split", "test", "--set", "task.test_per_op=3", "--out", str(out)]) == 0
+    assert out.read_bytes() == first
+
+
+def test_generate_stats_prints_both_splits(capsys):
+    assert main(["generate", "polyarith", "--split", "train", "--stats", "--set", "task.train_examples=200",
+                 "--set", "task.test_per_op=2"]) == 0
+    out = capsys.readouterr().out
+    assert "[polyarith train]" in out and "[polyarith test]" in out
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["generate", "polyarith", "--split", "dev"], "unknown split 'dev'"),
+    (["generate", "polyarith", "--out", "/nonexistent/dir/x.jsonl"], "does not exist"),
+    (["generate", "polyarith", "--set", "model.n=2"], "only takes task.* settings"),
+    (["generate", "polyarith", "--set", "task.test_per_op=zero"], "task.test_per_op: expected int"),
+    (["generate", "nosuchtask"], "unknown task 'nosuchtask'"),
+    (["bench", "train", "--size", "7M"], "unknown size '7M'"),
+    (["nosuchcommand"], "invalid choice"),
+])
+def test_bad_input_one_line_exit_2(capsys, argv, needle):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_every_subcommand_help_has_an_example():
+    parser = build_parser()
+    subs = next(a for a in parser._actions if a.dest == "command").choices
+    assert {"tasks", "generate", "train", "eval", "bench"} <= set(subs)
+    for name, sub in subs.items():
+        assert "example" in (sub.epilog or ""), name
