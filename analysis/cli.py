@@ -1,5 +1,208 @@
-"""Placeholder until the analysis subcommands land (wired through the mtplab.commands entry point)."""
+"""``mtplab plot`` and ``mtplab report``: figures and a markdown report of a study.
+
+Both read a study from Optuna storage, never train, and work on a study that
+is still running: they draw what has finished and say what is missing.
+Plugged into ``mtplab`` through the ``mtplab.commands`` entry point.
+
+Example:
+    $ mtplab plot sweeps/polyarith.yaml                  # -> runs/<study>/figures/*.png|pdf|csv
+    $ mtplab report sweeps/polyarith.yaml                # -> runs/<study>/report.md (+ figures)
+    $ mtplab plot --storage postgresql://me@db/lab --study poly --out figs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from lab.errors import UserError
+
+CHECKPOINTS = ("auto", "final", "best")
+
+
+def read_spec(path: str) -> dict:
+    """The study name and the storage of a sweep spec (YAML); nothing else is needed here.
+
+    The study is ``study:`` (or ``name:``), else the file's stem, and the
+    storage ``storage:``, as ``mtplab sweep`` reads them (analysis does not
+    import the sweeps package).
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "s.yaml"
+        >>> _ = p.write_text("task: polyarith\\nstorage: runs/x.log\\n")
+        >>> read_spec(str(p))
+        {'name': 's', 'storage': 'runs/x.log'}
+    """
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"spec file {path} does not exist")
+    if p.suffix in (".log", ".db", ".sqlite", ".sqlite3", ".journal"):
+        raise UserError(f"{path} is not a sweep spec (.yaml); for a storage use --storage {path} --study NAME")
+    try:
+        spec = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"spec file {path} is not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(spec, dict):
+        raise UserError(f"spec file {path} is not a YAML mapping")
+    name = spec.get("study") or spec.get("name") or p.stem  # as the sweeps room names a study
+    storage = spec.get("storage")
+    return {"name": str(name), "storage": str(storage) if storage else None}
+
+
+def resolve(args) -> tuple[str, str]:
+    """(storage URL or path, study name) from SPEC and/or --storage/--study.
+
+    Example:
+        >>> resolve(argparse.Namespace(spec=None, storage=None, study="poly"))
+        ('runs/poly/journal.log', 'poly')
+    """
+    spec = read_spec(args.spec) if args.spec else {"name": None, "storage": None}
+    study = args.study or spec["name"]
+    if not study:
+        raise UserError("give a sweep spec file, or --study NAME (with --storage URL)")
+    storage = os.path.expandvars((args.storage or spec["storage"] or f"runs/{study}/journal.log").strip())
+    return (storage if "://" in storage else os.path.expanduser(storage)), study
+
+
+def _load(args):
+    """Storage -> study -> frame with the chosen checkpoint's metrics, plus the figure caption note."""
+    from analysis.loader import best_per_cell, load_study, open_storage, with_metrics
+
+    storage_url, study = resolve(args)
+    data = load_study(open_storage(storage_url), study)
+    data.frame, searched = best_per_cell(data.frame, str(data.attrs.get("direction") or "maximize"))
+    if searched:
+        data.notes.append(searched)
+    which = args.checkpoint
+    has_best = any(c.startswith("best:") for c in data.frame.columns)
+    if which == "auto":
+        which = "best" if data.task == "induction" and has_best else "final"
+    if which == "best" and not has_best:
+        raise UserError(f"study '{study}' stores no best-checkpoint metrics; use --checkpoint final")
+    frame = with_metrics(data.frame, which)
+    done, total = data.completed, data.completed + len(data.missing)
+    label = "best checkpoint (as the paper reports induction)" if which == "best" else "final checkpoint"
+    note = (f"{done}/{total} runs finished", label)
+    run_root = None
+    if "://" not in storage_url:
+        p = Path(storage_url)
+        run_root = p if p.is_dir() else p.parent
+    if getattr(args, "run_root", None):
+        run_root = Path(args.run_root)
+    return storage_url, data, frame, which, note, run_root
+
+
+def _draw(data, frame, note, run_root, out_dir: Path):
+    """Draw into a temporary sibling folder, then move the files into ``out_dir`` (nothing partial)."""
+    from analysis import figures
+
+    figures.plan(frame, data.task)  # a task with no figure fails before anything is written
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp", dir=out_dir.parent))
+    try:
+        drawn, skipped = figures.draw_all(frame, tmp, task=data.task, note=note[0], checkpoint=note[1],
+                                          run_root=run_root)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        moved = {}
+        for name, files in drawn.items():
+            moved[name] = []
+            for f in files:
+                os.replace(f, out_dir / f.name)
+                moved[name].append(out_dir / f.name)
+        return moved, skipped
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _say_missing(data) -> None:
+    done, missing = data.completed, len(data.missing)
+    if not missing:
+        print(f"all {done} runs of study '{data.name}' finished")
+        return
+    shown = ", ".join(f"{r.run_key} ({r.state.lower().replace('_', ' ')})" for r in data.missing.head(8).itertuples())
+    more = f", ... {missing - 8} more" if missing > 8 else ""
+    print(f"{done} of {done + missing} runs finished; drawn from those. missing: {shown}{more}")
+
+
+def cmd_plot(args) -> int:
+    """``mtplab plot``: write the figures that fit the study's task."""
+    storage, data, frame, which, note, run_root = _load(args)
+    out = Path(args.out or f"runs/{data.name}/figures")
+    drawn, skipped = _draw(data, frame, note, run_root, out)
+    files = sum(len(v) for v in drawn.values())
+    print(f"wrote {len(drawn)} figures ({files} files: PNG, PDF and CSV) to {out} "
+          f"[{which} checkpoint]: {', '.join(drawn)}")
+    for s in skipped:
+        print(f"not drawn: {s}")
+    _say_missing(data)
+    return 0
+
+
+def cmd_report(args) -> int:
+    """``mtplab report``: draw the figures and write the markdown report that embeds them."""
+    from analysis.report import render
+
+    storage, data, frame, which, note, run_root = _load(args)
+    out = Path(args.out or f"runs/{data.name}/report.md")
+    fig_dir = Path(args.figures) if args.figures else (
+        Path(f"runs/{data.name}/figures") if not args.out else out.parent / "figures")
+    drawn, skipped = _draw(data, frame, note, run_root, fig_dir)
+    text = render(data, frame, figures=drawn, skipped=skipped, report_path=out, storage=storage, checkpoint=which)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, out)
+    print(f"wrote {out} with {len(drawn)} figures (in {fig_dir})")
+    for s in skipped:
+        print(f"not drawn: {s}")
+    _say_missing(data)
+    return 0
+
+
+def _common(p) -> None:
+    p.add_argument("spec", nargs="?", help="sweep spec (YAML): its name: and storage: say where the study is")
+    p.add_argument("--storage", help="Optuna storage: postgresql://..., sqlite:///..., or a journal file "
+                                     "(default: the spec's storage, else runs/<study>/journal.log)")
+    p.add_argument("--study", help="study name (default: the spec's name)")
+    p.add_argument("--checkpoint", choices=CHECKPOINTS, default="auto",
+                   help="metrics of the final or the best checkpoint of each run "
+                        "(auto: best for induction, as the paper reports it; final otherwise)")
+    p.add_argument("--run-root", help="folder that relative run_dir paths are under "
+                                      "(default: tried as given, then beside the journal file)")
 
 
 def add_parser(sub, bench_sub) -> None:
-    return None
+    """Add ``plot`` and ``report`` to the ``mtplab`` subcommands (the ``mtplab.commands`` entry point).
+
+    Example:
+        >>> p = argparse.ArgumentParser(prog="mtplab")
+        >>> add_parser(p.add_subparsers(), None)
+        >>> p.parse_args(["plot", "spec.yaml", "--out", "figs"]).out
+        'figs'
+    """
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("plot", help="figures of a study (PNG, PDF and the CSV drawn)", formatter_class=fmt,
+                       description="Draw the figures that fit the study's task from what has finished.",
+                       epilog="examples:\n  mtplab plot sweeps/polyarith.yaml\n"
+                              "  mtplab plot --storage runs/poly/journal.log --study poly --out figs\n"
+                              "  mtplab plot --storage postgresql://me@db/lab --study induction --checkpoint final")
+    _common(p)
+    p.add_argument("--out", help="folder for the figures (default runs/<study>/figures)")
+    p.set_defaults(func=cmd_plot)
+
+    r = sub.add_parser("report", help="markdown report of a study: budget, tables, tests, figures, paper values",
+                       formatter_class=fmt,
+                       description="Write a markdown report (and its figures) from what has finished.",
+                       epilog="examples:\n  mtplab report sweeps/polyarith.yaml\n"
+                              "  mtplab report --study poly --out results/poly.md")
+    _common(r)
+    r.add_argument("--out", help="markdown file (default runs/<study>/report.md)")
+    r.add_argument("--figures", help="folder for the figures (default: runs/<study>/figures, "
+                                     "or figures/ beside --out)")
+    r.set_defaults(func=cmd_report)

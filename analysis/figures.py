@@ -1,0 +1,682 @@
+"""The study's figures, drawn the way the paper draws them.
+
+One function per figure. Each takes the loaded frame (see
+:mod:`analysis.loader`), writes ``NAME.png``, ``NAME.pdf`` and ``NAME.csv``
+(exactly the numbers drawn) into ``out_dir``, and returns that DataFrame.
+Accuracies are drawn in percent, gains in percentage points; every seed is a
+marker and the mean over seeds a line; one colour per n throughout. The
+caption under each figure states the training budget against the paper's.
+
+1. :func:`induction_vs_params`: induction success against non-embedding parameters (Fig. 7).
+2. :func:`accuracy_vs_ops`: accuracy against the number of operations m, a panel per size (Figs. 8, S16).
+3. :func:`accuracy_vs_size`: in-domain and out-of-domain accuracy against size.
+4. :func:`training_curves`: loss and top-1 accuracy of each head against tokens, from the run folders.
+5. :func:`gain_over_ntp`: the gain of each n > 1 over n = 1 at each size, +-1 standard error.
+
+:func:`draw_all` picks the figures that fit a study's metrics.
+
+Figures are drawn on :class:`matplotlib.figure.Figure` objects (no pyplot, no
+global backend switch), so this module is safe to import anywhere.
+
+Example:
+    >>> import tempfile
+    >>> f = pd.DataFrame({"size": ["1M", "1M"], "size_rank": [1e6, 1e6], "n": [1, 2], "seed": [0, 0],
+    ...                   "non_embedding": [1e6, 1e6], "budget_tokens": [3e6, 3e6],
+    ...                   "induction_success": [0.1, 0.3]})
+    >>> plotted = induction_vs_params(f, tempfile.mkdtemp())
+    >>> plotted[plotted.kind == "mean"][["n", "induction_success_pct"]].values.tolist()
+    [[1, 10.0], [2, 30.0]]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+from analysis import paper
+from analysis.loader import LADDER, read_run_metrics
+from analysis.stats import gains
+from lab.errors import UserError
+
+OPS = re.compile(r"^accuracy/ops=(\d+)$")
+IN_DOMAIN, OOD = "accuracy/in_domain", "accuracy/ood"
+INDUCTION = "induction_success"
+LABELS = {IN_DOMAIN: "in-domain accuracy (m ≤ 5)", OOD: "out-of-domain accuracy (m > 5)",
+          INDUCTION: "induction success", "accuracy/all": "accuracy, all m"}
+DPI = 150
+
+
+# ---------------- shared pieces ----------------
+
+@contextlib.contextmanager
+def _style():
+    """Seaborn's whitegrid look at a legible size, without touching global rcParams for good."""
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.95):
+        yield
+
+
+def format_count(x: float, _pos=None) -> str:
+    """1.2M-style label for a parameter or token count (an axis formatter too).
+
+    Example:
+        >>> format_count(3.1e7), format_count(2.5e9), format_count(5e5)
+        ('31M', '2.5B', '500k')
+    """
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            v = x / scale
+            return f"{v:.1f}{unit}".replace(".0" + unit, unit) if v < 10 else f"{v:.0f}{unit}"
+    return f"{x:g}"
+
+
+def n_colors(ns) -> dict:
+    """One fixed colour per n (colour-blind palette), the same in every figure of a study.
+
+    Example:
+        >>> list(n_colors([4, 1, 2]))
+        [1, 2, 4]
+    """
+    palette = sns.color_palette("colorblind", 10)
+    order = [0, 1, 2, 4, 3, 5, 6, 8, 9, 7]  # blue, orange, green, pink, red, ...
+    return {n: palette[order[i % 10]] for i, n in enumerate(sorted({int(x) for x in ns}))}
+
+
+def budget_caption(frame: pd.DataFrame) -> str:
+    """"budget: 3.0M tokens/run, paper: 26.2B" from the frame's ``budget_tokens``.
+
+    Example:
+        >>> budget_caption(pd.DataFrame({"budget_tokens": [3e6, 3e6]}))
+        'budget: 3.0M tokens/run, paper: 26.2B'
+    """
+    values = sorted(set(frame["budget_tokens"].dropna())) if "budget_tokens" in frame else []
+    if not values:
+        ours = "unknown"
+    elif len(values) == 1:
+        ours = paper.format_tokens(values[0])
+    else:
+        ours = f"{paper.format_tokens(values[0])}-{paper.format_tokens(values[-1])}"
+    return f"budget: {ours} tokens/run, paper: {paper.format_tokens(paper.PAPER_TOKENS_PER_RUN)}"
+
+
+def _caption(frame: pd.DataFrame, note: str, extra: str = "") -> str:
+    parts = [budget_caption(frame)] + [p for p in (note, extra) if p]
+    return "   ·   ".join(parts)
+
+
+def _wrap_caption(caption: str, width_inches: float) -> str:
+    """Break a caption at its separators so that no line is wider than the figure."""
+    limit = max(40, int(width_inches * 14))
+    lines, line = [], ""
+    for part in caption.split("   ·   "):
+        if line and len(line) + 7 + len(part) > limit:
+            lines.append(line)
+            line = part
+        else:
+            line = f"{line}   ·   {part}" if line else part
+    return "\n".join(lines + [line])
+
+
+def _finish(fig: Figure, title: str, caption: str) -> None:
+    fig.suptitle(title, fontsize=13, fontweight="bold")
+    fig.supxlabel(_wrap_caption(caption, fig.get_figwidth()), fontsize=8.5, color="0.3")
+
+
+def _save(fig: Figure, data: pd.DataFrame, out_dir, name: str) -> pd.DataFrame:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    name = file_name(name)
+    data = data.copy()
+    for col in ("n", "seed", "trial", "seeds", "seeds_baseline", "m", "head", "step"):
+        if col in data and pd.api.types.is_numeric_dtype(data[col]):
+            data[col] = data[col].round().astype("Int64")  # 2, not 2.0, and blank where not defined
+    fig.savefig(out / f"{name}.png", dpi=DPI)
+    fig.savefig(out / f"{name}.pdf")
+    data.to_csv(out / f"{name}.csv", index=False)
+    return data
+
+
+def file_name(name: str) -> str:
+    """A figure name safe in file names and markdown links.
+
+    Example:
+        >>> file_name("training_curves_size=custom d64 L3")
+        'training_curves_size=custom_d64_L3'
+    """
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "_", name)
+
+
+def _sizes(frame: pd.DataFrame) -> list[str]:
+    """Sizes in ladder / parameter order."""
+    return list(frame.groupby("size", sort=False)["size_rank"].first().sort_values().index)
+
+
+def _size_label(frame: pd.DataFrame, size: str, *, long: bool = False) -> str:
+    """``30M\n31M`` (tick label: name over non-embedding count) or ``30M (31M non-emb.)`` (title)."""
+    params = frame.loc[frame["size"] == size, "non_embedding"].dropna() if "non_embedding" in frame else []
+    count = format_count(params.mean()) if len(params) else "?"
+    return f"{size} ({count} non-emb.)" if long else f"{size}\n{count}"
+
+
+SIZE_AXIS = "model size\n(name, and non-embedding parameters)"
+
+
+def _panel_width(n_sizes: int) -> float:
+    return max(4.3, 0.85 * n_sizes + 1.2)
+
+
+def _dodge(ns: list, n, width: float) -> float:
+    """Offset of n's markers so that seeds of different n do not hide each other."""
+    i = sorted(ns).index(n)
+    return (i - (len(ns) - 1) / 2) * width
+
+
+def _legend_handles(colors: dict, *, seeds=True, mean=True, extra=()) -> list:
+    handles = [Patch(color=c, label=f"n = {n}") for n, c in colors.items()]
+    if seeds:
+        handles.append(Line2D([], [], ls="", marker="o", color="0.35", alpha=0.75, label="one seed"))
+    if mean:
+        handles.append(Line2D([], [], color="0.35", marker="D", ms=5, lw=2, label="mean over seeds"))
+    return handles + list(extra)
+
+
+def _percent_axis(ax, values) -> None:
+    top = float(np.nanmax(values)) if len(values) else 100.0
+    top = max(10.0, min(100.0, top * 1.12 + 4) if top < 88 else 102.0)
+    ax.set_ylim(-0.025 * top, top)
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+
+
+def _seeds_and_means(frame: pd.DataFrame, metric: str, keys: list) -> tuple[pd.DataFrame, pd.DataFrame]:
+    data = frame.dropna(subset=[metric])
+    seeds = data[[c for c in keys + ["seed", "trial", "non_embedding"] if c in data]].copy()
+    seeds["value_pct"] = 100 * data[metric]
+    agg = {"value_pct": ("value_pct", "mean"), "seeds": ("value_pct", "count")}
+    if "non_embedding" in seeds:
+        agg["non_embedding"] = ("non_embedding", "mean")
+    means = seeds.groupby(keys, sort=False).agg(**agg).reset_index()
+    return seeds, means
+
+
+# ---------------- 1. induction success against parameters (Fig. 7) ----------------
+
+def induction_vs_params(frame: pd.DataFrame, out_dir, *, metric: str = INDUCTION, note: str = "",
+                        name: str = "induction_vs_params") -> pd.DataFrame:
+    """Induction success (%) against non-embedding parameters (log axis), one colour per n.
+
+    Every seed is a marker (nudged sideways by n so that none hides another;
+    ``x_plotted`` in the CSV), the mean over seeds a line through the sizes.
+
+    Example:
+        >>> import tempfile
+        >>> f = pd.DataFrame({"size": ["1M"] * 2, "size_rank": [1e6] * 2, "n": [1, 1], "seed": [0, 1],
+        ...                   "non_embedding": [1e6] * 2, "budget_tokens": [1e6] * 2, "induction_success": [0.1, 0.2]})
+        >>> induction_vs_params(f, tempfile.mkdtemp())["kind"].tolist()
+        ['seed', 'seed', 'mean']
+    """
+    if metric not in frame or frame[metric].dropna().empty:
+        raise UserError(f"no '{metric}' metric in the study: cannot draw {name}")
+    seeds, means = _seeds_and_means(frame, metric, ["n", "size"])
+    ns = sorted(seeds["n"].unique())
+    colors = n_colors(frame["n"])
+    seeds["x_plotted"] = seeds["non_embedding"] * 10 ** seeds["n"].map(lambda n: _dodge(ns, n, 0.035))
+    means["x_plotted"] = means["non_embedding"]
+    rank = frame.groupby("size")["size_rank"].first()
+    means = means.assign(_r=means["size"].map(rank)).sort_values(["n", "_r"]).drop(columns="_r")
+
+    with _style():
+        fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+        ax = fig.add_subplot()
+        for n in ns:
+            s, m = seeds[seeds["n"] == n], means[means["n"] == n]
+            ax.scatter(s["x_plotted"], s["value_pct"], color=colors[n], alpha=0.75, s=38, edgecolor="white",
+                       linewidth=0.6, zorder=3)
+            ax.plot(m["x_plotted"], m["value_pct"], color=colors[n], lw=2.2, marker="D", ms=5.5, zorder=4)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(format_count))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, p: ""))
+        sizes = _sizes(frame)
+        if len(sizes) > 1:
+            lo, hi = seeds["non_embedding"].min(), seeds["non_embedding"].max()
+            ax.set_xlim(lo / 1.6, hi * 1.6)
+        else:
+            x = seeds["non_embedding"].mean()
+            ax.set_xlim(x / 2, x * 2)
+        for size in [s for s in sizes if s in LADDER]:  # name each ladder size above the axis
+            x = frame.loc[frame["size"] == size, "non_embedding"].mean()
+            ax.annotate(size, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 3),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=8.5, color="0.3")
+        ax.set_xlabel("non-embedding parameters (log scale)")
+        ax.set_ylabel(f"{LABELS.get(metric, metric)} (%)")
+        _percent_axis(ax, seeds["value_pct"])
+        ax.legend(handles=_legend_handles(colors), loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+        _finish(fig, "Induction success on 2-token names vs model size",
+                _caption(frame, note, "2nd token of a name after its first mention, teacher forcing"))
+    plotted = pd.concat([seeds.assign(kind="seed"), means.assign(kind="mean")], ignore_index=True)
+    plotted = plotted.rename(columns={"value_pct": f"{metric}_pct"})
+    cols = ["kind", "n", "size", "seed", "trial", "seeds", "non_embedding", "x_plotted", f"{metric}_pct"]
+    return _save(fig, plotted[[c for c in cols if c in plotted]], out_dir, name)
+
+
+# ---------------- 2. accuracy against the number of operations (Figs. 8, S16) ----------------
+
+def ops_columns(frame: pd.DataFrame) -> dict[int, str]:
+    """``{m: "accuracy/ops=m"}`` for the per-m accuracy columns present.
+
+    Example:
+        >>> ops_columns(pd.DataFrame(columns=["accuracy/ops=10", "accuracy/ops=2", "accuracy/ood"]))
+        {2: 'accuracy/ops=2', 10: 'accuracy/ops=10'}
+    """
+    found = {int(OPS.match(c).group(1)): c for c in frame.columns if isinstance(c, str) and OPS.match(c)}
+    return dict(sorted(found.items()))
+
+
+def _train_max_ops(frame: pd.DataFrame) -> int:
+    if "task.train_max_ops" in frame and frame["task.train_max_ops"].notna().any():
+        return int(frame["task.train_max_ops"].dropna().mode().iloc[0])
+    return paper.POLYARITH_TRAIN_OPS[1]
+
+
+def accuracy_vs_ops(frame: pd.DataFrame, out_dir, *, train_max_ops: int | None = None, show_paper: bool = True,
+                    note: str = "", name: str = "accuracy_vs_ops") -> pd.DataFrame:
+    """Exact-match accuracy (%) against the number of operations m, one panel per size, one colour per n.
+
+    The out-of-domain region (m above the training range) is shaded. On a
+    100M panel the paper's Fig. 8 readings are drawn as dashed lines
+    (``show_paper``); the CSV marks them ``kind=paper``.
+
+    Example:
+        >>> import tempfile
+        >>> f = pd.DataFrame({"size": ["1M"], "size_rank": [1e6], "n": [1], "seed": [0], "budget_tokens": [1e6],
+        ...                   "accuracy/ops=1": [0.5], "accuracy/ops=6": [0.1]})
+        >>> accuracy_vs_ops(f, tempfile.mkdtemp())[["kind", "m", "region", "accuracy_pct"]].values.tolist()[-2:]
+        [['mean', 1, 'in-domain', 50.0], ['mean', 6, 'out-of-domain', 10.0]]
+    """
+    cols = ops_columns(frame)
+    if not cols:
+        raise UserError(f"no accuracy/ops=m metrics in the study: cannot draw {name}")
+    train_max = train_max_ops or _train_max_ops(frame)
+    keep = [c for c in ("trial", "size", "size_rank", "n", "seed") if c in frame]
+    long = frame[keep + list(cols.values())].melt(id_vars=keep, var_name="metric", value_name="accuracy").dropna(
+        subset=["accuracy"])
+    long["m"] = long["metric"].map(lambda c: int(OPS.match(c).group(1)))
+    long["accuracy_pct"] = 100 * long["accuracy"]
+    long["region"] = np.where(long["m"] > train_max, "out-of-domain", "in-domain")
+    sizes, ns, colors = _sizes(frame), sorted(frame["n"].unique()), n_colors(frame["n"])
+    long["m_plotted"] = long["m"] + long["n"].map(lambda n: _dodge(ns, n, 0.12))
+    means = long.groupby(["size", "n", "m"], sort=False).agg(
+        accuracy_pct=("accuracy_pct", "mean"), seeds=("accuracy_pct", "count")).reset_index()
+    means["region"] = np.where(means["m"] > train_max, "out-of-domain", "in-domain")
+    means["m_plotted"] = means["m"]
+    refs = []
+    if show_paper and "100M" in sizes:
+        for m in cols:
+            for n in ns:
+                ref = paper.polyarith_reference(m, n)
+                if ref is not None:
+                    refs.append({"size": "100M", "n": n, "m": m, "m_plotted": m, "accuracy_pct": ref,
+                                 "region": "out-of-domain" if m > train_max else "in-domain"})
+    refs = pd.DataFrame(refs)
+    m_max = max(cols)
+
+    ncols = min(3, len(sizes))
+    nrows = -(-len(sizes) // ncols)
+    with _style():
+        fig = Figure(figsize=(4.6 * ncols + 1.6, 3.9 * nrows + 0.6), layout="constrained")
+        axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False).ravel()
+        for ax, size in zip(axes, sizes):
+            ax.axvspan(train_max + 0.5, m_max + 0.5, color="0.88", zorder=0, lw=0)
+            ax.text((min(cols) - 0.5 + train_max + 0.5) / 2, 0.97, "in-domain", transform=ax.get_xaxis_transform(),
+                    ha="center", va="top", fontsize=9, color="0.35")
+            if m_max > train_max:
+                ax.text((train_max + 0.5 + m_max + 0.5) / 2, 0.97, "out-of-domain", transform=ax.get_xaxis_transform(),
+                        ha="center", va="top", fontsize=9, color="0.35")
+            for n in ns:
+                s = long[(long["size"] == size) & (long["n"] == n)]
+                m = means[(means["size"] == size) & (means["n"] == n)].sort_values("m")
+                ax.scatter(s["m_plotted"], s["accuracy_pct"], color=colors[n], s=22, alpha=0.7, edgecolor="white",
+                           linewidth=0.5, zorder=3)
+                ax.plot(m["m"], m["accuracy_pct"], color=colors[n], lw=2, marker="D", ms=4.5, zorder=4)
+                if len(refs):
+                    r = refs[(refs["size"] == size) & (refs["n"] == n)].sort_values("m")
+                    ax.plot(r["m"], r["accuracy_pct"], color=colors[n], lw=1.3, ls="--", alpha=0.8, zorder=2)
+            ax.set_title(f"size {_size_label(frame, size, long=True)}", fontsize=10.5)
+            ax.set_xlim(min(cols) - 0.5, m_max + 0.5)
+            ax.set_xticks(list(cols))
+            ax.set_xlabel("number of operations m")
+            ax.grid(axis="x", visible=False)
+        for ax in axes[len(sizes):]:
+            ax.set_visible(False)
+        for ax in axes[::ncols]:
+            ax.set_ylabel("exact-match accuracy (%)")
+        _percent_axis(axes[0], pd.concat([long["accuracy_pct"], refs.get("accuracy_pct", pd.Series(dtype=float))]))
+        extra = [Patch(color="0.88", label=f"out-of-domain\n(m > {train_max})")]
+        if len(refs):
+            extra.insert(0, Line2D([], [], color="0.35", ls="--", lw=1.3, label="paper, 100M (Fig. 8)"))
+        fig.legend(handles=_legend_handles(colors, extra=extra), loc="outside right center", frameon=False)
+        _finish(fig, "Polynomial arithmetic: accuracy vs number of operations", _caption(frame, note))
+    plotted = pd.concat([long.assign(kind="seed"), means.assign(kind="mean")]
+                        + ([refs.assign(kind="paper")] if len(refs) else []), ignore_index=True)
+    cols_out = ["kind", "size", "n", "seed", "trial", "seeds", "m", "m_plotted", "region", "accuracy_pct"]
+    return _save(fig, plotted[[c for c in cols_out if c in plotted]], out_dir, name)
+
+
+# ---------------- 3. in-domain and out-of-domain accuracy against size ----------------
+
+def accuracy_vs_size(frame: pd.DataFrame, out_dir, *, metrics=(IN_DOMAIN, OOD), note: str = "",
+                     name: str = "accuracy_vs_size") -> pd.DataFrame:
+    """In-domain and out-of-domain accuracy (%) against model size, one panel per metric, one colour per n.
+
+    Sizes sit at even steps in ladder order, labelled with their non-embedding
+    parameter count.
+
+    Example:
+        >>> import tempfile
+        >>> f = pd.DataFrame({"size": ["1M", "3M"], "size_rank": [1e6, 3e6], "n": [1, 1], "seed": [0, 0],
+        ...                   "non_embedding": [1e6, 3e6], "budget_tokens": [1e6] * 2,
+        ...                   "accuracy/in_domain": [0.2, 0.4], "accuracy/ood": [0.0, 0.1]})
+        >>> accuracy_vs_size(f, tempfile.mkdtemp()).query("kind == 'mean'")["accuracy_pct"].tolist()
+        [20.0, 40.0, 0.0, 10.0]
+    """
+    metrics = [m for m in metrics if m in frame and frame[m].notna().any()]
+    if not metrics:
+        raise UserError(f"no in-domain/out-of-domain accuracy in the study: cannot draw {name}")
+    sizes, ns, colors = _sizes(frame), sorted(frame["n"].unique()), n_colors(frame["n"])
+    pos = {s: i for i, s in enumerate(sizes)}
+    parts = []
+    with _style():
+        fig = Figure(figsize=(_panel_width(len(sizes)) * len(metrics) + 1.6, 4.4), layout="constrained")
+        axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False).ravel()
+        for ax, metric in zip(axes, metrics):
+            seeds, means = _seeds_and_means(frame, metric, ["n", "size"])
+            seeds["x_plotted"] = seeds["size"].map(pos) + seeds["n"].map(lambda n: _dodge(ns, n, 0.09))
+            means["x_plotted"] = means["size"].map(pos)
+            means = means.sort_values(["n", "x_plotted"])
+            for n in ns:
+                s, m = seeds[seeds["n"] == n], means[means["n"] == n]
+                ax.scatter(s["x_plotted"], s["value_pct"], color=colors[n], s=34, alpha=0.75, edgecolor="white",
+                           linewidth=0.6, zorder=3)
+                ax.plot(m["x_plotted"], m["value_pct"], color=colors[n], lw=2.2, marker="D", ms=5.5, zorder=4)
+            ax.set_xticks(range(len(sizes)), [_size_label(frame, s) for s in sizes])
+            ax.set_xlim(-0.5, len(sizes) - 0.5)
+            ax.set_xlabel(SIZE_AXIS)
+            ax.set_title(LABELS.get(metric, metric), fontsize=10.5)
+            ax.grid(axis="x", visible=False)
+            parts += [seeds.assign(kind="seed", metric=metric), means.assign(kind="mean", metric=metric)]
+        plotted = pd.concat(parts, ignore_index=True)
+        axes[0].set_ylabel("exact-match accuracy (%)")
+        _percent_axis(axes[0], plotted["value_pct"])
+        fig.legend(handles=_legend_handles(colors), loc="outside right center", frameon=False)
+        _finish(fig, "Polynomial arithmetic: accuracy vs model size", _caption(frame, note))
+    plotted = plotted.rename(columns={"value_pct": "accuracy_pct"})
+    cols = ["kind", "metric", "size", "n", "seed", "trial", "seeds", "non_embedding", "x_plotted", "accuracy_pct"]
+    return _save(fig, plotted[[c for c in cols if c in plotted]], out_dir, name)
+
+
+# ---------------- 4. training curves ----------------
+
+def _smooth(values: pd.Series, window: int) -> pd.Series:
+    return values.rolling(window, center=True, min_periods=1).mean() if window > 1 else values
+
+
+def load_curves(frame: pd.DataFrame, run_root=None) -> tuple[pd.DataFrame, list[str]]:
+    """Per-head loss and accuracy of every completed trial's run folder, long form.
+
+    Returns the rows (``size, n, seed, trial, step, tokens, head, loss, acc``)
+    and the run folders that could not be read. A relative ``run_dir`` is
+    tried as given, then under ``run_root``.
+
+    Example:
+        >>> rows, unreadable = load_curves(pd.DataFrame({"size": ["1M"], "n": [1], "seed": [0], "trial": [0],
+        ...                                              "run_dir": ["/nonexistent"]}))
+        >>> len(rows), unreadable
+        (0, ['/nonexistent'])
+    """
+    parts, unreadable = [], []
+    for row in frame.itertuples(index=False):
+        run_dir = getattr(row, "run_dir", None)
+        if not isinstance(run_dir, str) or not run_dir:
+            unreadable.append(f"trial {row.trial}: no run_dir")
+            continue
+        log = read_run_metrics(run_dir)
+        if log is None and run_root is not None and not Path(run_dir).is_absolute():
+            log = read_run_metrics(Path(run_root) / run_dir)
+        if log is None or "tokens" not in log:
+            unreadable.append(run_dir)
+            continue
+        heads = sorted(int(c.split("=")[1]) for c in log.columns if c.startswith("loss/head="))
+        for h in heads:
+            part = pd.DataFrame({"step": log["step"], "tokens": log["tokens"], "head": h,
+                                 "loss": log[f"loss/head={h}"], "acc": log.get(f"acc/head={h}")})
+            part.insert(0, "trial", row.trial)
+            part.insert(0, "seed", row.seed)
+            part.insert(0, "n", row.n)
+            part.insert(0, "size", row.size)
+            parts.append(part)
+    cols = ["size", "n", "seed", "trial", "step", "tokens", "head", "loss", "acc"]
+    return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)), unreadable
+
+
+def training_curves(frame: pd.DataFrame, out_dir, *, run_root=None, note: str = "", smooth: int = 5,
+                    name: str = "training_curves") -> pd.DataFrame:
+    """Training loss and top-1 accuracy of each head against tokens; one figure per size (``NAME_size=S``).
+
+    Columns of a figure are the n values, rows loss and accuracy; one colour
+    per head, one line per seed. With more than 50 logged steps the lines are
+    a centred rolling mean over ``smooth`` log steps (the CSV has both the raw
+    ``loss``/``acc`` and the drawn ``loss_plotted``/``acc_pct_plotted``).
+    A UserError if no run folder can be read.
+
+    Example:
+        >>> training_curves(pd.DataFrame({"size": ["1M"], "n": [1], "seed": [0], "trial": [0], "run_dir": [None]}),
+        ...                 "/tmp")
+        Traceback (most recent call last):
+        ...
+        lab.errors.UserError: no run folder with metrics.jsonl could be read (1 trial(s)): cannot draw training_curves
+    """
+    curves, _ = load_curves(frame, run_root)
+    if curves.empty:
+        raise UserError(f"no run folder with metrics.jsonl could be read ({len(frame)} trial(s)): cannot draw {name}")
+    out = []
+    max_head = int(curves["head"].max())
+    head_colors = dict(zip(range(1, max_head + 1), sns.color_palette("rocket", max(max_head, 2) + 1)))
+    for size in _sizes(frame):
+        at = curves[curves["size"] == size]
+        if at.empty:
+            continue
+        ns = sorted(at["n"].unique())
+        drawn = []
+        with _style():
+            fig = Figure(figsize=(3.7 * len(ns) + 1.9, 6.2), layout="constrained")
+            axes = fig.subplots(2, len(ns), sharex=True, sharey="row", squeeze=False)
+            for j, n in enumerate(ns):
+                for (seed, head), run in at[at["n"] == n].groupby(["seed", "head"], sort=True):
+                    run = run.sort_values("step").copy()
+                    window = smooth if len(run) > 50 else 1
+                    run["loss_plotted"] = _smooth(run["loss"], window)
+                    run["acc_pct_plotted"] = _smooth(100 * run["acc"], window)
+                    kw = dict(color=head_colors[head], lw=1.3, alpha=0.85)
+                    axes[0, j].plot(run["tokens"], run["loss_plotted"], **kw)
+                    axes[1, j].plot(run["tokens"], run["acc_pct_plotted"], **kw)
+                    drawn.append(run)
+                axes[0, j].set_title(f"n = {n}", fontsize=10.5)
+                axes[1, j].set_xlabel("training tokens")
+                axes[1, j].xaxis.set_major_formatter(FuncFormatter(format_count))
+                axes[1, j].xaxis.set_major_locator(MaxNLocator(nbins=4))
+            axes[0, 0].set_ylabel("training loss per head\n(cross-entropy, nats)")
+            axes[1, 0].set_ylabel("top-1 accuracy per head\n(training batch, %)")
+            heads = [Line2D([], [], color=head_colors[h], lw=2, label=f"head {h}: token t+{h}")
+                     for h in range(1, int(at["head"].max()) + 1)]
+            seeds = int(at.groupby("n")["seed"].nunique().max())
+            fig.legend(handles=heads + [Line2D([], [], color="0.5", lw=1, label=f"one line per seed ({seeds})")],
+                       loc="outside right center", frameon=False)
+            smooth_note = f"lines smoothed over {smooth} log steps" if any(len(r) > 50 for r in drawn) else ""
+            _finish(fig, f"Training curves, size {size}", _caption(frame, note, smooth_note))
+        plotted = pd.concat(drawn, ignore_index=True)
+        _save(fig, plotted, out_dir, f"{name}_size={size}")
+        out.append(plotted)
+    return pd.concat(out, ignore_index=True)
+
+
+# ---------------- 5. gain of n > 1 over n = 1 ----------------
+
+def gain_metrics(frame: pd.DataFrame) -> list[str]:
+    """The metrics whose gain over n = 1 is drawn: in-domain/OOD accuracy or induction success.
+
+    Example:
+        >>> gain_metrics(pd.DataFrame({"accuracy/ood": [0.1], "induction_success": [0.2], "accuracy/in_domain": [0.3]}))
+        ['accuracy/in_domain', 'accuracy/ood', 'induction_success']
+    """
+    return [m for m in (IN_DOMAIN, OOD, INDUCTION) if m in frame and frame[m].notna().any()]
+
+
+def gain_over_ntp(frame: pd.DataFrame, out_dir, *, metrics=None, note: str = "",
+                  name: str = "gain_over_ntp") -> pd.DataFrame:
+    """Gain (percentage points) of each n > 1 over n = 1 at each size, one panel per metric.
+
+    The diamond is the difference of the seed means, the bar +-1 Welch
+    standard error (drawn when both n and n = 1 have at least two seeds), the
+    small circles each seed of n minus the n = 1 mean. A UserError if no size
+    has both n = 1 and some n > 1.
+
+    Example:
+        >>> import tempfile
+        >>> f = pd.DataFrame({"size": ["1M"] * 4, "size_rank": [1e6] * 4, "n": [1, 1, 2, 2], "seed": [0, 1, 0, 1],
+        ...                   "budget_tokens": [1e6] * 4, "induction_success": [0.1, 0.2, 0.4, 0.5]})
+        >>> g = gain_over_ntp(f, tempfile.mkdtemp())
+        >>> g[g.kind == "mean"][["n", "gain_pp", "seeds", "seeds_baseline"]].round(2).values.tolist()
+        [[2, 30.0, 2, 2]]
+    """
+    metrics = list(metrics or gain_metrics(frame))
+    tables = {m: gains(frame, m) for m in metrics}
+    tables = {m: t for m, t in tables.items() if len(t)}
+    if not tables:
+        raise UserError(f"no size has both n = 1 and n > 1 runs finished: cannot draw {name}")
+    sizes = [s for s in _sizes(frame) if any(s in set(t["size"]) for t in tables.values())]
+    pos = {s: i for i, s in enumerate(sizes)}
+    colors = n_colors(frame["n"])
+    ns = sorted({int(n) for t in tables.values() for n in t["n"]})
+    parts = []
+    with _style():
+        fig = Figure(figsize=(_panel_width(len(sizes)) * len(tables) + 2.4, 4.4), layout="constrained")
+        axes = fig.subplots(1, len(tables), squeeze=False).ravel()
+        for ax, (metric, table) in zip(axes, tables.items()):
+            ax.axhline(0, color="0.3", lw=1, zorder=1)
+            table = table.assign(kind="mean", metric=metric, gain_pp=100 * table["gain"],
+                                 se_pp=100 * table["se"].astype(float))
+            table["x_plotted"] = table["size"].map(pos) + table["n"].map(lambda n: _dodge(ns, n, 0.16))
+            seed_rows = []
+            for r in table.itertuples(index=False):
+                at = frame[(frame["size"] == r.size)].dropna(subset=[metric])
+                base = at.loc[at["n"] == 1, metric].mean()
+                for seed, value in at.loc[at["n"] == r.n, ["seed", metric]].itertuples(index=False, name=None):
+                    seed_rows.append({"kind": "seed", "metric": metric, "size": r.size, "n": r.n, "seed": seed,
+                                      "gain_pp": 100 * (value - base), "x_plotted": r.x_plotted + 0.05})
+            seeds = pd.DataFrame(seed_rows)
+            for n in ns:
+                t = table[table["n"] == n]
+                if len(seeds):
+                    s = seeds[seeds["n"] == n]
+                    ax.scatter(s["x_plotted"], s["gain_pp"], s=20, color=colors[n], alpha=0.6, edgecolor="white",
+                               linewidth=0.5, zorder=3)
+                ax.errorbar(t["x_plotted"], t["gain_pp"], yerr=t["se_pp"].fillna(0), fmt="D", ms=6.5,
+                            color=colors[n], capsize=4, lw=1.6, zorder=4)
+            ax.set_xticks(range(len(sizes)), [_size_label(frame, s) for s in sizes])
+            ax.set_xlim(-0.5, len(sizes) - 0.5)
+            ax.set_xlabel(SIZE_AXIS)
+            lo, hi = ax.get_ylim()
+            ax.set_ylim(min(lo, -2.0), max(hi, 2.0))  # a flat zero gain should look flat, not like noise
+            ax.set_ylabel("gain over n = 1 (percentage points)")
+            ax.set_title(LABELS.get(metric, metric), fontsize=10.5)
+            ax.grid(axis="x", visible=False)
+            parts += [table, seeds]
+        handles = [Patch(color=colors[n], label=f"n = {n} − n = 1") for n in ns]
+        handles += [Line2D([], [], ls="", marker="o", color="0.35", alpha=0.6, label="one seed − mean(n = 1)"),
+                    Line2D([], [], color="0.35", marker="D", ms=6, lw=1.6, label="difference of means\n± 1 s.e. (Welch)")]
+        fig.legend(handles=handles, loc="outside right center", frameon=False)
+        single = any(t["se"].isna().any() for t in tables.values())
+        _finish(fig, "Gain of multi-token prediction over next-token prediction",
+                _caption(frame, note, "no bar: fewer than 2 seeds in a cell" if single else ""))
+    plotted = pd.concat([p for p in parts if len(p)], ignore_index=True)
+    cols = ["kind", "metric", "size", "n", "seed", "seeds", "seeds_baseline", "x_plotted", "gain_pp", "se_pp"]
+    return _save(fig, plotted[[c for c in cols if c in plotted]], out_dir, name)
+
+
+# ---------------- which figures fit a study ----------------
+
+def plan(frame: pd.DataFrame, task: str = "") -> list[str]:
+    """The figures that fit the frame's metrics; UserError if none of the task figures does.
+
+    Example:
+        >>> plan(pd.DataFrame({"n": [1, 2], "size": ["1M"] * 2, "induction_success": [0.1, 0.2]}))
+        ['induction_vs_params', 'training_curves', 'gain_over_ntp']
+        >>> plan(pd.DataFrame({"n": [1], "loss": [1.0]}), "copy")
+        Traceback (most recent call last):
+        ...
+        lab.errors.UserError: no figure for task copy: its metrics (loss) have no accuracy/ops=m, accuracy/in_domain, accuracy/ood or induction_success
+    """
+    figs = []
+    if INDUCTION in frame and frame[INDUCTION].notna().any():
+        figs.append("induction_vs_params")
+    if ops_columns(frame):
+        figs.append("accuracy_vs_ops")
+    if any(m in frame and frame[m].notna().any() for m in (IN_DOMAIN, OOD)):
+        figs.append("accuracy_vs_size")
+    if not figs:
+        from analysis.loader import metric_columns
+
+        metrics = ", ".join(metric_columns(frame)[:8]) or "none"
+        raise UserError(f"no figure for task {task or 'unknown'}: its metrics ({metrics}) have no accuracy/ops=m, "
+                        f"accuracy/in_domain, accuracy/ood or induction_success")
+    figs.append("training_curves")
+    if gain_metrics(frame):
+        figs.append("gain_over_ntp")
+    return figs
+
+
+def draw_all(frame: pd.DataFrame, out_dir, *, task: str = "", note: str = "", checkpoint: str = "",
+             run_root=None, show_paper: bool = True) -> tuple[dict[str, list[Path]], list[str]]:
+    """Draw every figure that fits; returns ``({figure: [files]}, [why some were skipped])``.
+
+    ``note`` goes into every caption, ``checkpoint`` (which checkpoint the
+    metrics come from) into those of the metric figures.
+
+    Example:
+        >>> import tempfile
+        >>> f = pd.DataFrame({"size": ["1M"], "size_rank": [1e6], "n": [1], "seed": [0], "trial": [0],
+        ...                   "non_embedding": [1e6], "budget_tokens": [1e6], "induction_success": [0.2],
+        ...                   "run_dir": [None]})
+        >>> files, skipped = draw_all(f, tempfile.mkdtemp())
+        >>> sorted(files), len(skipped)
+        (['induction_vs_params'], 2)
+    """
+    out_dir = Path(out_dir)
+    drawn, skipped = {}, []
+    metric_note = "   ·   ".join(p for p in (checkpoint, note) if p)
+    for fig in plan(frame, task):
+        try:
+            if fig == "induction_vs_params":
+                induction_vs_params(frame, out_dir, note=metric_note)
+            elif fig == "accuracy_vs_ops":
+                accuracy_vs_ops(frame, out_dir, note=metric_note, show_paper=show_paper)
+            elif fig == "accuracy_vs_size":
+                accuracy_vs_size(frame, out_dir, note=metric_note)
+            elif fig == "training_curves":
+                training_curves(frame, out_dir, note=note, run_root=run_root)
+            elif fig == "gain_over_ntp":
+                gain_over_ntp(frame, out_dir, note=metric_note)
+        except UserError as e:
+            skipped.append(f"{fig}: {str(e).split(': cannot draw')[0]}")
+            continue
+        names = [fig] if fig != "training_curves" else [file_name(f"{fig}_size={size}") for size in _sizes(frame)]
+        drawn[fig] = [out_dir / f"{name}.{ext}" for name in names for ext in ("png", "pdf", "csv")
+                      if (out_dir / f"{name}.{ext}").is_file()]
+    return drawn, skipped

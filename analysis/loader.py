@@ -1,0 +1,511 @@
+"""Read a study out of Optuna storage into one tidy table.
+
+The one loader of the analysis room: a storage (PostgreSQL/SQLite URL or a
+journal file) and a study name go in, a pandas DataFrame with one row per
+completed trial comes out. Columns:
+
+- config: ``trial``, ``run_key`` (the unit of work: the cell key, plus
+  ``,trial=i`` for a cell with several search trials), ``cell_key``,
+  ``cell_trial``, ``task``, ``n``, ``size`` (a ladder name, or
+  ``custom d256 L6`` for a shape off the ladder), ``size_rank``
+  (sort key: the ladder's nominal count, or the non-embedding count for a
+  custom size), ``non_embedding``, ``params_total``, ``seed``, ``head_kind``,
+  ``heads_on_top``, ``budget_tokens``, ``tokens_seen``, ``wall_seconds``,
+  ``device``, ``run_dir``, ``best_step``, ``value`` (the objective), every
+  scalar field of the run config under its dotted name (``model.d_model``,
+  ``train.lr``, ``task.train_max_ops``, ...) and every swept field of the cell
+  under the name the cell gives it;
+- metrics: the final metrics under their own flat names
+  (``accuracy/ops=3``, ``induction_success``, ...) and the best checkpoint's
+  under ``best:<name>``.
+
+Trials in any other state (RUNNING, WAITING, FAIL, PRUNED) are cells still
+missing; :func:`missing_cells` lists them together with grid cells that have
+no trial at all. ``analysis`` never trains and never imports ``sweeps``: it
+relies only on the trial user attributes the sweep runner writes.
+
+Example:
+    >>> import tempfile, optuna
+    >>> from optuna.trial import create_trial
+    >>> path = Path(tempfile.mkdtemp()) / "journal.log"
+    >>> study = optuna.create_study(storage=open_storage(str(path), create=True), study_name="demo")
+    >>> study.add_trial(create_trial(value=0.5, user_attrs={
+    ...     "cell": {"model.n": 2}, "task": "polyarith", "metrics": {"accuracy/in_domain": 0.5},
+    ...     "config": {"model": {"n": 2, "size": "1M"}, "train": {"seed": 0, "tokens": 1000}}}))
+    >>> df = load_trials(open_storage(str(path)), "demo")
+    >>> df[["n", "size", "accuracy/in_domain"]].values.tolist()
+    [[2, '1M', 0.5]]
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from lab.errors import UserError
+
+# The paper's size ladder (Table S14) with the nominal non-embedding count each name stands for.
+LADDER = {"1M": 1e6, "3M": 3e6, "10M": 10e6, "30M": 30e6, "100M": 100e6, "300M": 300e6, "1B": 1e9}
+
+BEST = "best:"  # prefix of the best-checkpoint metric columns
+CONFIG_COLUMNS = ["trial", "run_key", "cell_key", "cell_trial", "task", "n", "size", "size_rank", "non_embedding", "params_total", "seed",
+                  "head_kind", "heads_on_top", "budget_tokens", "tokens_seen", "wall_seconds", "device", "run_dir",
+                  "best_step", "value"]
+
+
+def _quiet_optuna() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def redact(url: str) -> str:
+    """A storage URL with its password hidden, for messages and reports.
+
+    Example:
+        >>> redact("postgresql://me:secret@db:5432/lab")
+        'postgresql://me:***@db:5432/lab'
+    """
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", str(url))
+
+
+def rdb_url(url: str) -> str:
+    """A PostgreSQL URL with the driver that is installed.
+
+    SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3; the lab's
+    ``postgres`` extra installs psycopg2. Name it when only psycopg2 is there.
+
+    Example:
+        >>> rdb_url("sqlite:///x.db")
+        'sqlite:///x.db'
+    """
+    import importlib.util
+
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix) and importlib.util.find_spec("psycopg") is None \
+                and importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + url[len(prefix):]
+    return url
+
+
+def open_storage(url_or_path: str, *, create: bool = False):
+    """An Optuna storage from a URL or a path, or a one-line UserError.
+
+    Accepts ``postgresql://...`` / ``sqlite:///...`` (any SQLAlchemy URL), a
+    path to an SQLite file, a path to a journal file (any existing file that
+    is not SQLite), or a folder holding ``journal.log``. Nothing is created
+    unless ``create`` is true (tests use that to build studies).
+
+    Example:
+        >>> open_storage("/nonexistent/journal.log")
+        Traceback (most recent call last):
+        ...
+        lab.errors.UserError: storage /nonexistent/journal.log does not exist
+    """
+    import optuna
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    _quiet_optuna()
+    text = str(url_or_path)
+    if "://" in text:
+        if text.startswith("sqlite:///") and not create:
+            file = text[len("sqlite:///"):]
+            if file and file != ":memory:" and not Path(file).is_file():
+                raise UserError(f"storage {text} does not exist (no file {file})")
+        kwargs = {"connect_args": {"connect_timeout": 10}} if text.startswith("postgres") else {}
+        try:
+            storage = RDBStorage(rdb_url(text), engine_kwargs=kwargs, skip_table_creation=not create)
+            storage.get_all_studies()  # touch the database now, not in the middle of plotting
+            return storage
+        except Exception as e:  # sqlalchemy/driver errors have many types; optuna wraps them
+            root = e
+            while root.__cause__ is not None or root.__context__ is not None:
+                root = root.__cause__ or root.__context__
+            lines = [ln.strip() for ln in str(root).splitlines() if ln.strip()]
+            reason = redact(lines[0])[:200] if lines else root.__class__.__name__
+            raise UserError(f"cannot reach storage {redact(text)} ({root.__class__.__name__}: {reason})") from None
+    path = Path(text)
+    if path.is_dir():
+        path = path / "journal.log"
+    if not path.exists() and not create:
+        raise UserError(f"storage {text} does not exist")
+    if path.is_file():
+        with open(path, "rb") as f:
+            if f.read(16) == b"SQLite format 3\x00":
+                return open_storage(f"sqlite:///{path.resolve()}", create=create)
+    try:
+        return JournalStorage(JournalFileBackend(str(path)))
+    except Exception as e:  # a torn or foreign file
+        raise UserError(f"cannot read journal storage {text} ({e.__class__.__name__}: {e})") from None
+
+
+def _load_study(storage, study_name: str):
+    import optuna
+
+    _quiet_optuna()
+    try:
+        names = [s.study_name for s in storage.get_all_studies()]
+    except Exception as e:
+        raise UserError(f"cannot read studies from the storage ({e.__class__.__name__}: {e})") from None
+    if study_name not in names:
+        known = ", ".join(sorted(names)[:10]) or "none"
+        raise UserError(f"no study '{study_name}' in this storage (studies there: {known})")
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def _number(x):
+    """int/float from a value that may be a string like '1e6'; None if not a number."""
+    if isinstance(x, bool) or x is None:
+        return None
+    if isinstance(x, (int, float)):
+        return x
+    try:
+        v = float(x)
+        return int(v) if v.is_integer() else v
+    except (TypeError, ValueError):
+        return None
+
+
+def _non_embedding_estimate(model: dict) -> float | None:
+    """12 * layers * d_model^2 from a model config (the paper's rule) when params are not stored."""
+    from lab.config import SIZES
+
+    d, layers = _number(model.get("d_model")) or 0, _number(model.get("layers")) or 0
+    size = model.get("size")
+    if (not d or not layers) and size in SIZES:
+        d, layers = d or SIZES[size][0], layers or SIZES[size][1]
+    if not d or not layers:
+        return None
+    extra = (_number(model.get("n")) or 1) - 1 if model.get("heads_on_top") else 0
+    return 12 * (layers + extra) * d * d
+
+
+def budget_tokens(train: dict) -> float | None:
+    """Training tokens per run from a train config (``steps`` wins over ``tokens``, as in lab.config).
+
+    Example:
+        >>> budget_tokens({"tokens": 3_000_000, "steps": 0})
+        3000000
+        >>> budget_tokens({"steps": 100, "batch_tokens": 8192, "context": 256})
+        819200
+    """
+    steps = _number(train.get("steps")) or 0
+    if steps > 0:
+        batch, ctx = _number(train.get("batch_tokens")) or 0, _number(train.get("context")) or 1
+        return steps * max(1, batch // ctx) * ctx if batch else None
+    return _number(train.get("tokens"))
+
+
+def size_rank(size: str, non_embedding: float | None) -> float:
+    """Sort key for sizes: the ladder's nominal count, else the non-embedding parameters.
+
+    Example:
+        >>> size_rank("30M", 31.5e6) < size_rank("100M", 85e6) < size_rank("custom", 2e8)
+        True
+    """
+    if size in LADDER:
+        return LADDER[size]
+    return float(non_embedding) if non_embedding is not None and not pd.isna(non_embedding) else math.inf
+
+
+def _cell_of(trial) -> dict:
+    cell = trial.user_attrs.get("cell")
+    if isinstance(cell, dict):
+        return cell
+    if trial.params:
+        return dict(trial.params)
+    return dict(trial.system_attrs.get("fixed_params") or {})
+
+
+def _run_key(trial, cell: dict) -> str:
+    return str(trial.user_attrs.get("run_key") or _cell_key(trial, cell))
+
+
+def _cell_key(trial, cell: dict) -> str:
+    key = trial.user_attrs.get("cell_key")
+    if key:
+        return str(key)
+    if cell:
+        return ",".join(f"{k}={cell[k]}" for k in sorted(cell))
+    return f"trial#{trial.number}"
+
+
+def _row(trial) -> dict:
+    ua = trial.user_attrs
+    config = ua.get("config") or {}
+    model, train = config.get("model") or {}, config.get("train") or {}
+    cell = _cell_of(trial)
+    params = ua.get("params") or {}
+    # A field missing everywhere took the trainer's default (lab.config): size 1M, n 1, seed 0.
+    size = model.get("size", cell.get("model.size", cell.get("size", "1M")))
+    n = model.get("n", cell.get("model.n", cell.get("n", 1)))
+    seed = train.get("seed", cell.get("train.seed", cell.get("seed", 0)))
+    non_emb = _number(params.get("non_embedding")) if isinstance(params, dict) else None
+    if non_emb is None:
+        non_emb = _non_embedding_estimate({**model, "size": size, "n": n})
+    if size is not None and str(size) not in LADDER and model.get("d_model") and model.get("layers"):
+        size = f"{size} d{model['d_model']} L{model['layers']}"  # custom shapes stay apart
+    task = ua.get("task") or (config.get("task") or {}).get("name")
+    row = {
+        "trial": trial.number, "run_key": _run_key(trial, cell), "cell_key": _cell_key(trial, cell),
+        "cell_trial": int(_number(ua.get("cell_trial")) or 0), "task": task,
+        "n": int(_number(n)) if _number(n) is not None else None,
+        "size": str(size) if size is not None else None, "size_rank": size_rank(size, non_emb),
+        "non_embedding": non_emb, "params_total": _number(params.get("total")) if isinstance(params, dict) else None,
+        "seed": int(_number(seed)) if _number(seed) is not None else None,
+        "head_kind": model.get("head_kind", cell.get("model.head_kind", "parallel")),
+        "heads_on_top": bool(model.get("heads_on_top", cell.get("model.heads_on_top", False))),
+        "budget_tokens": budget_tokens(train), "tokens_seen": _number(ua.get("tokens_seen")),
+        "wall_seconds": _number(ua.get("wall_seconds")), "device": ua.get("device"), "run_dir": ua.get("run_dir"),
+        "best_step": _number(ua.get("best_step")), "value": trial.value,
+    }
+    for section in ("task", "model", "train"):
+        for key, value in (config.get(section) or {}).items():
+            if key != "name":
+                row[f"{section}.{key}"] = value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+    for key, value in cell.items():
+        row.setdefault(key, value if isinstance(value, (int, float, str, bool)) or value is None else str(value))
+    for key, value in (ua.get("metrics") or {}).items():
+        if _number(value) is not None:
+            row[key] = float(value)
+    for key, value in (ua.get("best_metrics") or {}).items():
+        if _number(value) is not None:
+            row[BEST + key] = float(value)
+    return row
+
+
+@dataclass
+class StudyData:
+    """One study as the analysis sees it.
+
+    ``frame``: one row per completed cell (see the module docstring);
+    ``missing``: one row per cell with no completed trial (``state`` says why);
+    ``attrs``: the study's user attributes (``spec``, ``task``, ``objective``, ...);
+    ``notes``: things the reader should know (duplicates dropped, ...).
+    """
+
+    name: str
+    frame: pd.DataFrame
+    missing: pd.DataFrame
+    attrs: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+    n_trials: int = 0
+    completed: int = 0  # runs finished (a cell with several search trials counts each)
+    metrics: list = field(default_factory=list)  # final metric names, in first-seen order
+    swept: list = field(default_factory=list)  # the cells' dotted keys
+
+    @property
+    def task(self) -> str:
+        """The study's task name (from the study attributes, else the trials)."""
+        if self.attrs.get("task"):
+            return str(self.attrs["task"])
+        tasks = sorted(set(self.frame["task"].dropna())) if "task" in self.frame else []
+        return tasks[0] if tasks else "unknown"
+
+    @property
+    def spec(self) -> dict:
+        spec = self.attrs.get("spec")
+        return spec if isinstance(spec, dict) else {}
+
+
+def _grid_cells(spec: dict) -> list[dict]:
+    """The cells a spec's ``grid`` asks for, if the grid is a mapping of value lists."""
+    grid = spec.get("grid") if isinstance(spec, dict) else None
+    if not isinstance(grid, dict) or not grid:
+        return []
+    keys = list(grid)
+    values = [v if isinstance(v, (list, tuple)) else [v] for v in grid.values()]
+    if math.prod(len(v) for v in values) > 100_000:
+        return []
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def _same_cell(a: dict, b: dict) -> bool:
+    return all(k in b and str(b[k]) == str(v) for k, v in a.items())
+
+
+def load_study(storage, study_name: str) -> StudyData:
+    """Everything the figures and the report need from one study.
+
+    ``storage`` is an Optuna storage or a URL/path for :func:`open_storage`.
+    A study that does not exist, or has no completed trial yet, is a UserError.
+
+    Example:
+        >>> import tempfile, optuna
+        >>> from optuna.trial import create_trial, TrialState
+        >>> path = str(Path(tempfile.mkdtemp()) / "journal.log")
+        >>> study = optuna.create_study(storage=open_storage(path, create=True), study_name="s")
+        >>> study.add_trial(create_trial(value=1.0, user_attrs={"cell": {"model.n": 1}, "task": "induction"}))
+        >>> study.add_trial(create_trial(state=TrialState.RUNNING, user_attrs={"cell": {"model.n": 2}}))
+        >>> data = load_study(path, "s")
+        >>> len(data.frame), data.missing[["run_key", "state"]].values.tolist()
+        (1, [['model.n=2', 'RUNNING']])
+    """
+    from optuna.trial import TrialState
+
+    if isinstance(storage, (str, Path)):
+        storage = open_storage(str(storage))
+    study = _load_study(storage, study_name)
+    try:
+        trials = study.get_trials(deepcopy=False)
+        attrs = dict(study.user_attrs)
+    except Exception as e:
+        raise UserError(f"cannot read study '{study_name}' ({e.__class__.__name__}: {e})") from None
+    notes = []
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    rows = [_row(t) for t in done]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        pending = len(trials)
+        raise UserError(f"study '{study_name}' has no finished trial yet ({pending} trial(s) pending or failed)")
+    dup = frame.duplicated("run_key", keep="last")
+    if dup.any():
+        notes.append(f"{int(dup.sum())} run(s) completed more than once; the latest trial of each is used")
+        frame = frame[~dup]
+    frame = frame.sort_values(["size_rank", "n", "seed", "trial"], na_position="last").reset_index(drop=True)
+
+    # Missing: trials that did not complete (latest state per cell), then grid cells with no trial at all.
+    finished = set(frame["run_key"])
+    missing, seen = {}, set()
+    for t in sorted(trials, key=lambda t: t.number):
+        if t.state == TrialState.COMPLETE:
+            continue
+        cell = _cell_of(t)
+        key = _run_key(t, cell)
+        if key in finished:
+            continue
+        missing[key] = {"run_key": key, "cell_key": _cell_key(t, cell), "state": t.state.name, "trial": t.number,
+                        **cell}
+        seen.add(key)
+    spec = attrs.get("spec") if isinstance(attrs.get("spec"), dict) else {}
+    done_cells = [_cell_of(t) for t in done]
+    other_cells = [_cell_of(t) for t in trials if t.state != TrialState.COMPLETE]
+    grid = _grid_cells(spec)
+    known = {k for c in done_cells + other_cells for k in c}
+    if grid and not set(grid[0]) <= known:
+        notes.append(f"the spec's grid keys ({', '.join(grid[0])}) are not the trials' cell keys "
+                     f"({', '.join(sorted(known)) or 'none'}); cells never started cannot be listed")
+        grid = []
+    for cell in grid:
+        if any(_same_cell(cell, c) for c in done_cells) or any(_same_cell(cell, c) for c in other_cells):
+            continue
+        key = ",".join(f"{k}={cell[k]}" for k in sorted(cell))
+        missing[key] = {"run_key": key, "cell_key": key, "state": "NOT_STARTED", "trial": None, **cell}
+    missing_df = pd.DataFrame(list(missing.values()),
+                              columns=None if missing else ["run_key", "cell_key", "state", "trial"])
+    metrics = list(dict.fromkeys(k for t in done for k, v in (t.user_attrs.get("metrics") or {}).items()
+                                 if _number(v) is not None))
+    swept = list(dict.fromkeys(k for t in trials for k in _cell_of(t)))
+    return StudyData(name=study_name, frame=frame, missing=missing_df, attrs=attrs, notes=notes,
+                     n_trials=len(trials), completed=len(frame), metrics=metrics, swept=swept)
+
+
+def best_per_cell(frame: pd.DataFrame, direction: str = "maximize") -> tuple[pd.DataFrame, str]:
+    """One row per grid cell: with several search trials in a cell, the one with the best objective.
+
+    Returns the frame and a note for the reader ("" when every cell had one trial).
+
+    Example:
+        >>> f = pd.DataFrame({"cell_key": ["n=1", "n=1", "n=2"], "value": [0.2, 0.5, 0.4], "trial": [0, 1, 2]})
+        >>> best, note = best_per_cell(f)
+        >>> best["trial"].tolist(), note
+        ([1, 2], '1 cell(s) had several search trials; each shows its best by the objective (maximize)')
+    """
+    if "cell_key" not in frame or not frame["cell_key"].duplicated().any():
+        return frame, ""
+    several = int((frame.groupby("cell_key", sort=False).size() > 1).sum())
+    ranked = frame.assign(_v=frame["value"] if direction != "minimize" else -frame["value"])
+    keep = ranked.sort_values("_v", ascending=False, na_position="last").drop_duplicates("cell_key").index
+    out = frame.loc[sorted(keep)].reset_index(drop=True)
+    return out, f"{several} cell(s) had several search trials; each shows its best by the objective ({direction})"
+
+
+def load_trials(storage, study_name: str) -> pd.DataFrame:
+    """One row per completed trial: config columns and metric columns.
+
+    Example:
+        >>> load_trials("/nonexistent.log", "x")
+        Traceback (most recent call last):
+        ...
+        lab.errors.UserError: storage /nonexistent.log does not exist
+    """
+    return load_study(storage, study_name).frame
+
+
+def missing_cells(storage, study_name: str) -> pd.DataFrame:
+    """The cells with no completed trial: RUNNING/WAITING/FAIL trials and grid cells never started.
+
+    Example:
+        >>> missing_cells("/nonexistent.log", "x")
+        Traceback (most recent call last):
+        ...
+        lab.errors.UserError: storage /nonexistent.log does not exist
+    """
+    return load_study(storage, study_name).missing
+
+
+def metric_columns(frame: pd.DataFrame, which: str = "final", swept: tuple = ()) -> list[str]:
+    """The metric columns of a loaded frame: final ones, or the ``best:`` ones.
+
+    A metric column is numeric, not a config column, not a dotted config key
+    (``model.n``) and not in ``swept``. :attr:`StudyData.metrics` holds the
+    exact list for a loaded study.
+
+    Example:
+        >>> metric_columns(pd.DataFrame({"n": [1], "accuracy/ood": [0.1], "best:accuracy/ood": [0.2], "model.n": [1]}))
+        ['accuracy/ood']
+    """
+    out = []
+    for col in frame.columns:
+        if col in CONFIG_COLUMNS or col in swept or col.startswith(BEST) != (which == "best"):
+            continue
+        base = col[len(BEST):] if col.startswith(BEST) else col
+        if re.match(r"^[A-Za-z_]\w*\.", base) or not pd.api.types.is_numeric_dtype(frame[col]):
+            continue
+        out.append(col)
+    return out
+
+
+def with_metrics(frame: pd.DataFrame, which: str) -> pd.DataFrame:
+    """The frame with its metric columns taken from the final (``final``) or best (``best``) checkpoint.
+
+    With ``best``, a trial without best metrics keeps its final ones.
+
+    Example:
+        >>> f = pd.DataFrame({"n": [1], "induction_success": [0.2], "best:induction_success": [0.3]})
+        >>> with_metrics(f, "best")["induction_success"].tolist()
+        [0.3]
+    """
+    out = frame.copy()
+    if which == "best":
+        for col in metric_columns(frame, "best"):
+            name = col[len(BEST):]
+            out[name] = out[col].where(out[col].notna(), out[name]) if name in out else out[col]
+    return out
+
+
+def read_run_metrics(run_dir) -> pd.DataFrame | None:
+    """A run folder's ``metrics.jsonl`` as a DataFrame (None if it is missing or unreadable).
+
+    Example:
+        >>> read_run_metrics("/nonexistent") is None
+        True
+    """
+    path = Path(str(run_dir)) / "metrics.jsonl" if run_dir else None
+    if path is None or not path.is_file():
+        return None
+    rows = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue  # a torn last line of a running job
+    return pd.DataFrame(rows) if rows else None
