@@ -169,7 +169,7 @@ class _Run:
             for block in self.model.modules():
                 if block.__class__.__name__ == "Block":
                     block.compile()
-        self.eval_every = tc.eval_interval or max(1, self.total // 5)
+        self.eval_every = tc.eval_interval or max(1, -(-self.total // 5))  # ceil: no eval right before the final one
         self.ckpt_every = tc.checkpoint_interval or self.eval_every
         self.step, self.position, self.history, self.best = 0, 0, [], None
         self.finished = False
