@@ -82,6 +82,7 @@ class Task:
     ood: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
     splits: ClassVar[tuple[str, ...]] = ("train", "test")
+    default_context: ClassVar[int] = 256  # train.context when the user leaves it at 0
 
     def __init__(self, config: Any):
         self.config = config

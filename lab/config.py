@@ -131,7 +131,7 @@ class TrainConfig:
     steps: int = 0  # if > 0, overrides `tokens`
     batch_tokens: int = 8192  # tokens per optimizer step (gradient accumulation reaches it)
     micro_batch: int = 0  # sequences per forward/backward; 0 = whole batch at once
-    context: int = 256
+    context: int = 0  # sequence length; 0 = the task's default_context (polyarith 256, induction 512)
     lr: float = 1e-3
     min_lr_ratio: float = 0.03  # cosine decays to 3% of peak (paper)
     warmup_steps: int = -1  # -1 = min(2000, steps // 10)
@@ -309,13 +309,15 @@ def build_run_config(task: str, overrides: dict[str, Any] | None = None) -> RunC
             raise UserError(f"bad config key '{key}'; use task.<field>, model.<field> or train.<field>")
         groups[head][rest] = value
     task_cls = registry.get(task)
-    cfg = RunConfig(
+    train = build_dataclass(TrainConfig, groups["train"], where="train")
+    if train.context == 0:
+        train = dataclasses.replace(train, context=task_cls.default_context)
+    return RunConfig(
         task_name=task,
         task=build_dataclass(task_cls.Config, groups["task"], where="task"),
         model=build_dataclass(ModelConfig, groups["model"], where="model").resolved(),
-        train=build_dataclass(TrainConfig, groups["train"], where="train").validate(),
+        train=train.validate(),
     )
-    return cfg
 
 
 def config_hash(obj: Any, length: int = 16) -> str:
