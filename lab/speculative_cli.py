@@ -45,7 +45,8 @@ def add_parser(sub, bench_sub) -> None:
                "  mtplab decode runs/x --prompt \"-12345=\" --prompt \"(1+2)=\" --heads 2\n"
                "  mtplab decode runs/x --prompts-file prompts.txt --max-new-tokens 200 --no-stop --check")
     s.add_argument("run", help="run folder (mtplab train --out ...), trained with n >= 2")
-    s.add_argument("--prompt", action="append", default=[], help="prompt text (repeat for a batch)")
+    s.add_argument("--prompt", action="append", default=[],
+                   help="prompt text (repeat for a batch; write --prompt=-1234= for a text starting with -)")
     s.add_argument("--prompts-file", help="a text file with one prompt per line")
     s.add_argument("--heads", type=int, help="k: heads used (1 = plain greedy; default: all n)")
     s.add_argument("--max-new-tokens", type=int, default=64, help="new tokens per prompt at most (default 64)")
@@ -77,6 +78,7 @@ def add_parser(sub, bench_sub) -> None:
                    help="decode this many tokens per prompt with no stop (default: the answer, stopping at its end)")
     b.add_argument("--repeats", type=int, default=3, help="timed passes per method; the fastest counts (default 3)")
     b.add_argument("--device", help="auto | cpu | cuda (default: the run's)")
+    b.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
     b.add_argument("--unfused", action="store_true", help="run parallel/linear heads one by one (no batched heads)")
     b.add_argument("--json", help="also write the results to this JSON file")
     b.set_defaults(func=cmd_bench_decode)
@@ -187,6 +189,10 @@ def cmd_bench_decode(args) -> int:
 
     _positive("--batch-size", args.batch_size)
     _positive("--repeats", args.repeats)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(_positive("--threads", args.threads))
     if args.limit < 0 or args.max_new_tokens < 0:
         raise UserError("--limit and --max-new-tokens must be >= 0")
     config, task, data, model = _load(args.run, args.device)
@@ -205,9 +211,13 @@ def cmd_bench_decode(args) -> int:
     if not records:
         raise UserError(f"{args.run}: the task has no test prompts")
     prompts, stop, longest = task_prompts(task, records, data.enc)
-    too_long = [len(p) for p in prompts if len(p) > config.train.context]
-    if too_long:
-        raise UserError(f"{len(too_long)} test prompts are longer than the model's context of {config.train.context}")
+    fits = [p for p in prompts if len(p) <= config.train.context]
+    if not fits:
+        raise UserError(f"every test prompt is longer than the model's context of {config.train.context}")
+    if len(fits) < len(prompts):
+        print(f"skipping {len(prompts) - len(fits)} test prompts longer than the context of {config.train.context}",
+              file=sys.stderr)
+    prompts = fits
     if args.max_new_tokens:
         max_new, stop = args.max_new_tokens, None
     else:
