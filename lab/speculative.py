@@ -45,6 +45,16 @@ both sides; plain greedy decoding scores exactly 1.0). Sequential heads also
 run k-1 small draft passes (one module each) per step; they are not counted as
 forwards but they are in the wall clock.
 
+Cost: a step runs the trunk and all k heads on k positions, greedy decoding
+the trunk and head 1 on one. Where a forward costs about the same for k
+positions as for one (a large model on a GPU, memory bound) and the heads are
+a small part of the layers, the speed-up approaches tokens per forward (the
+paper: 3.5 tokens per forward, 3.05x). A small parameter-matched model on a
+CPU is the opposite case: with ``--size 1M --n 4`` the 4 head blocks are 4 of
+the 5 layers, the prefill runs them all on the prompt (their caches need it),
+and a 4-position block costs about twice a 1-position one, so wall-clock gains
+are far below tokens per forward there (``mtplab bench decode`` measures it).
+
 Example:
     >>> import torch
     >>> from lab.config import ModelConfig
@@ -433,7 +443,8 @@ def run_loop(engine: _Engine, idx: torch.Tensor, max_new_tokens: int, stop_token
     while not finished:
         kk = min(k, max_new_tokens - emitted)  # block size: never emit past max_new_tokens
         d = drafts[:, :kk - 1]
-        g = engine.forward(torch.cat([nxt[:, None], d], dim=1))  # (B, kk): head 1 after each block token
+        block = torch.cat([nxt[:, None], d], dim=1) if kk > 1 else nxt[:, None]
+        g = engine.forward(block)  # (B, kk): head 1's token after each block token
         stats.forwards += 1
         if kk > 1:
             ok = (d == g[:, :-1]).long().cumprod(dim=1).sum(dim=1)  # drafts each row accepted
@@ -443,7 +454,12 @@ def run_loop(engine: _Engine, idx: torch.Tensor, max_new_tokens: int, stop_token
         else:
             a, new = 0, g
         nxt = g[:, a]
-        if stop_token is not None:
+        if stop_token is not None and B == 1:  # one row: find the stop token in a list
+            row = new[0].tolist()
+            if stop_token in row:
+                new = new[:, :row.index(stop_token) + 1]
+                finished = True
+        elif stop_token is not None:  # rows are done from their first stop token on; stop when all are
             hit = done[:, None] | (new == stop_token).cummax(dim=1).values
             all_done = hit.all(dim=0)
             if bool(all_done.any()):
@@ -494,12 +510,14 @@ def speculative_generate(model, idx: torch.Tensor, max_new_tokens: int, *, heads
     if max_new_tokens < 1:
         return idx.new_zeros(B, 0)
     was_training = model.training
-    model.eval()
+    if was_training:
+        model.eval()
     try:
         engine = make_engine(model, B, T + max_new_tokens + k, k, fused=fused)
         return run_loop(engine, idx, max_new_tokens, stop_token, stats)
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
 
 
 @torch.no_grad()

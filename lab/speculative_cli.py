@@ -172,7 +172,7 @@ def cmd_decode(args) -> int:
     acc = " ".join(f"h{j} {100 * v:.0f}%" for j, v in stats.acceptance().items())
     print(f"{len(prompts)} prompts, k={k} {model.config.head_kind} heads: {sum(map(len, outs))} tokens, "
           f"{stats.tokens_per_forward:.2f} tokens per forward after the prefill"
-          f"{', acceptance ' + acc if acc else ''}, {stats.tokens / max(seconds, 1e-9):,.0f} tokens/s",
+          f"{', acceptance ' + acc if acc else ''}; {seconds:.2f}s with warm-up (speed: mtplab bench decode)",
           file=sys.stderr)
     if args.check:
         plain = greedy_generate(model, prompts, args.max_new_tokens, stop_token=stop, batch_size=args.batch_size)

@@ -47,6 +47,7 @@ from lab.data import Windows, prepare
 from lab.errors import UserError
 from lab.loss import sequential_backward
 from lab.model import MTPModel
+from lab.speculative import agreement_windows, head_agreement
 
 
 def select_device(name: str) -> torch.device:
@@ -205,6 +206,9 @@ class _Run:
         limit = None if final else (self.config.train.eval_examples or None)
         t0 = time.time()
         metrics = self.task.evaluate(self.model, self.data.test, self.data.enc, self.device, limit=limit)
+        if self.config.model.n > 1:  # a cheap estimate of self-speculative acceptance (lab.speculative)
+            windows = agreement_windows(self.task, self.data.test, self.data.enc, self.config.train.context)
+            metrics.update(head_agreement(self.model, windows, self.device))
         self.model.train()
         entry = {"step": self.step, "tokens": self.tokens_seen, "metrics": metrics,
                  "eval_seconds": round(time.time() - t0, 2), "final": final}

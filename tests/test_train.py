@@ -72,6 +72,9 @@ def test_run_folder_contents(tmp_path):
     ev = json.loads((tmp_path / "r" / "eval.json").read_text())
     assert {f"accuracy/ops={m}" for m in range(1, 11)} <= set(ev["metrics"])
     assert ev["step"] == 8 and ev["best"]["step"] in (4, 8)
+    # acceptance estimate for self-speculative decoding, recorded for n > 1
+    assert 0.0 <= ev["metrics"]["agreement/head=2"] <= 1.0
+    assert 1.0 <= ev["metrics"]["agreement/tokens_per_forward"] <= 2.0
     # lr schedule: warmup then cosine to 3% of peak
     assert rows[0]["lr"] == pytest.approx(0.5e-3) and rows[-1]["lr"] == pytest.approx(0.03e-3)
     # the loss goes down on this (memorisable) data

@@ -1,0 +1,320 @@
+"""Self-speculative decoding: identical to greedy decoding for every head kind, a correct KV cache,
+drafts equal to an uncached reference, exact acceptance bookkeeping, the CLI and its bad input."""
+
+import json
+
+import pytest
+import torch
+
+from lab import speculative as spec
+from lab import train as train_mod
+from lab.cli import main
+from lab.config import HEAD_KINDS, ModelConfig, build_run_config
+from lab.decode import greedy_generate
+from lab.model import MTPModel
+
+V = 23
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread (and the test machine is shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _model(kind, n=3, seed=0, layers=5):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(size="custom", d_model=32, layers=layers, n_heads=2, n=n, head_kind=kind, vocab_size=V)
+    return MTPModel(cfg.resolved()).eval()
+
+
+def _engines(kind):
+    return [True, False] if kind in spec.FUSABLE else [True]
+
+
+# ---------------------------------------------------------------- random models
+
+@pytest.mark.parametrize("kind", HEAD_KINDS)
+def test_cached_greedy_equals_uncached(kind):
+    model = _model(kind)
+    x = torch.randint(0, V, (3, 7))
+    ref = spec.uncached_greedy(model, x, 20)
+    assert torch.equal(model.generate(x, 20), ref)
+    stop = int(ref[1, 9])  # a token row 1 produces mid-way: exercises the stop rule
+    assert torch.equal(model.generate(x, 20, stop_token=stop), spec.uncached_greedy(model, x, 20, stop_token=stop))
+
+
+@pytest.mark.parametrize("kind", HEAD_KINDS)
+def test_speculative_equals_greedy_random_models(kind):
+    model = _model(kind, n=3)
+    for batch in (1, 3):
+        x = torch.randint(0, V, (batch, 6))
+        plain = model.generate(x, 25)
+        for stop in (None, int(plain[-1, 11])):  # no stop; a stop token met mid-way (rows end apart)
+            ref = model.generate(x, 25, stop_token=stop)
+            for k, fused in [(1, True), (2, True), (3, True)] + ([(3, False)] if kind in spec.FUSABLE else []):
+                stats = spec.DecodeStats()
+                out = spec.speculative_generate(model, x, 25, heads=k, stop_token=stop, stats=stats, fused=fused)
+                assert torch.equal(out, ref), (batch, stop, k, fused)
+                assert stats.tokens == out.numel()
+            for max_new in (1, 2, 7):  # max_new_tokens cuts a block
+                assert torch.equal(spec.speculative_generate(model, x, max_new, heads=3, stop_token=stop),
+                                   model.generate(x, max_new, stop_token=stop)), (batch, stop, max_new)
+
+
+def test_fused_heads_compute_the_models_heads():
+    for kind in spec.FUSABLE:
+        model = _model(kind, n=4)
+        assert spec.fused_matches(model)
+        engine = spec.make_engine(model, 2, 12, 4)
+        assert isinstance(engine, spec._FusedEngine)
+        cache = model.new_cache(2, 12)
+        h = torch.randn(2, 9, 32)
+        for a, b in ((0, 5), (5, 8), (8, 9)):
+            engine.L = a
+            cache.truncate(a)
+            ref = torch.stack(model.head_states(h[:, a:b], None, cache=cache))
+            torch.testing.assert_close(engine.head_states(h[:, a:b]), ref, rtol=1e-5, atol=1e-6)
+        # the stacked weights are cached on the model, and rebuilt after an in-place update (optimizer step)
+        x = torch.randint(0, V, (2, 5))
+        assert torch.equal(spec.speculative_generate(model, x, 12), model.generate(x, 12))
+        with torch.no_grad():
+            for p in model.heads.parameters():
+                p.mul_(3.0)
+        assert torch.equal(spec.speculative_generate(model, x, 12), model.generate(x, 12))
+        stacked = spec._stacked_heads(model, 4)
+        if kind == "linear":
+            assert torch.equal(stacked.W[3], model.heads[3].weight.t())
+        else:
+            assert torch.equal(stacked.args[0].attn.args[0].qkv.W[3], model.heads[3].attn.qkv.weight.t())
+
+
+def _reference_drafts(model, seq, nxt, drafts, k):
+    """Heads 2..k at the last position of seq, without a cache.
+
+    Sequential module j reads the token after each position: the accepted
+    tokens, then head 1's next token nxt, then the drafts of modules 2..j-1.
+    """
+    L = seq.shape[1]
+    tokens = torch.cat([seq, nxt[:, None], drafts[:, :-1]], dim=1)
+    zs = model.head_states(model.trunk_forward(seq), tokens, upto=k)
+    assert zs[0].shape[1] == L
+    return torch.stack([model.logits(z[:, -1]).argmax(-1) for z in zs[1:]], dim=1)
+
+
+@pytest.mark.parametrize("kind", HEAD_KINDS)
+def test_drafts_equal_uncached_reference(kind):
+    """Every step's drafts are what the heads give on the accepted sequence without a cache.
+
+    Accepting 1..k positions in turn exercises the cache roll-back; for
+    sequential heads it checks the lagged module caches (entries computed from
+    drafts and recomputed once the true token is known).
+    """
+    model = _model(kind, n=4, seed=3)
+    k = 4
+    x = torch.randint(0, V, (2, 5))
+    engine = spec.make_engine(model, 2, 64, k)
+    with torch.no_grad():
+        seq, nxt = x, engine.forward(x)[:, -1]
+        drafts = engine.accept(5, nxt)
+        for step in range(9):
+            assert torch.equal(drafts, _reference_drafts(model, seq, nxt, drafts, k)), step
+            block = torch.cat([nxt[:, None], drafts], dim=1)
+            g = engine.forward(block)
+            n_acc = 1 + step % k
+            seq = torch.cat([seq, block[:, :n_acc]], dim=1)
+            nxt = g[:, n_acc - 1]
+            drafts = engine.accept(n_acc, nxt)
+
+
+class _Oracle:
+    """Wraps an engine; its drafts are the true greedy tokens except where ``wrong`` says so."""
+
+    def __init__(self, engine, truth, wrong):
+        self.engine, self.truth, self.wrong, self.k = engine, truth, wrong, engine.k
+        self.pos = 0  # index in truth of the token after nxt
+
+    def forward(self, block):
+        return self.engine.forward(block)
+
+    def accept(self, n, nxt):
+        if self.pos == 0:
+            self.pos = 1
+        else:
+            self.pos += n
+        self.engine.accept(n, nxt)
+        B = self.truth.shape[0]
+        d = torch.full((B, self.k - 1), V - 1)
+        for i in range(self.k - 1):
+            j = self.pos + i
+            if j < self.truth.shape[1]:
+                d[:, i] = self.truth[:, j]
+            for row in range(B):
+                if (row, j) in self.wrong:
+                    d[row, i] = (d[row, i] + 1) % V
+        return d
+
+
+def test_acceptance_bookkeeping_with_oracle_drafts():
+    model = _model("parallel", n=4)
+    x = torch.randint(0, V, (2, 4))
+    truth = model.generate(x, 40)
+    # all drafts right: every forward emits k tokens (the last block is cut by max_new_tokens)
+    stats = spec.DecodeStats()
+    eng = _Oracle(spec.make_engine(model, 2, 60, 4), truth, set())
+    out = spec.run_loop(eng, x, 40, None, stats)
+    assert torch.equal(out, truth)
+    assert stats.forwards == 10 and stats.advanced == 39  # 9 blocks of 4 tokens, then one of 3
+    assert stats.acceptance() == {2: 1.0, 3: 1.0, 4: 1.0}
+    # row 0's draft of token 6 and row 1's of token 12 are wrong: both rows stop there (minimum)
+    stats = spec.DecodeStats()
+    eng = _Oracle(spec.make_engine(model, 2, 60, 4), truth, {(0, 6), (1, 12)})
+    out = spec.run_loop(eng, x, 40, None, stats)
+    assert torch.equal(out, truth)
+    assert stats.forwards == 11
+    # head 3 was rejected once per row; head 4 was then not verified in those two rows' steps
+    assert (stats.drafted[2], stats.accepted[2]) == (22, 22)
+    assert (stats.drafted[3], stats.accepted[3]) == (22, 20)
+    assert (stats.drafted[4], stats.accepted[4]) == (18, 18)
+
+
+def test_batched_rows_accept_the_minimum_and_match_single_rows():
+    model = _model("causal", n=3, seed=5)
+    x = torch.randint(0, V, (5, 8))
+    both = spec.speculative_generate(model, x, 30)
+    for row in range(5):
+        assert torch.equal(spec.speculative_generate(model, x[row:row + 1], 30)[0], both[row])
+
+
+def test_speculative_decode_groups_lengths_like_greedy_generate():
+    model = _model("sequential", n=2)
+    prompts = [[1, 2, 3], [4, 5], [6, 7, 8], [9], [10, 11]]
+    plain = greedy_generate(model, prompts, 12)
+    stop = plain[0][5]
+    assert spec.speculative_decode(model, prompts, 12, stop_token=stop, batch_size=2) == \
+        greedy_generate(model, prompts, 12, stop_token=stop)
+
+
+def test_bad_heads():
+    model = _model("parallel", n=2)
+    x = torch.zeros(1, 3, dtype=torch.long)
+    with pytest.raises(spec.UserError, match="larger than the model's n=2"):
+        spec.speculative_generate(model, x, 4, heads=3)
+    with pytest.raises(spec.UserError, match="at least 1"):
+        spec.speculative_generate(model, x, 4, heads=0)
+    with pytest.raises(spec.UserError, match="non-empty prompt"):
+        spec.speculative_generate(model, x[:, :0], 4)
+
+
+def test_head_agreement_definition():
+    model = _model("parallel", n=3)
+    x = torch.randint(0, V, (2, 10))
+    got = spec.head_agreement(model, x)
+    with torch.no_grad():
+        p = [lg.argmax(-1) for lg in model(x)]
+    for k in (2, 3):
+        hits = [bool(p[k - 1][b, t] == p[0][b, t + k - 1]) for b in range(2) for t in range(10 - k + 1)]
+        assert got[f"agreement/head={k}"] == pytest.approx(sum(hits) / len(hits))
+    lead = [(1 + int(p[1][b, t] == p[0][b, t + 1]) * (1 + int(p[2][b, t] == p[0][b, t + 2])))
+            for b in range(2) for t in range(8)]
+    assert got["agreement/tokens_per_forward"] == pytest.approx(sum(lead) / len(lead))
+    assert spec.head_agreement(model, [list(range(10)), list(range(5, 12))]).keys() == got.keys()
+    assert spec.head_agreement(_model("parallel", n=1), x) == {}
+
+
+# ---------------------------------------------------------------- trained tiny models
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("spec")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MTPLAB_CACHE_DIR", str(root / "cache"))
+    out = {}
+    for name, n, kind in (("n4", 4, "parallel"), ("n2", 2, "sequential"), ("n1", 1, "parallel")):
+        cfg = build_run_config("polyarith", {
+            "task.train_examples": 300, "task.test_per_op": 3, "model.size": "custom", "model.d_model": 32,
+            "model.layers": 5, "model.n_heads": 2, "model.n": n, "model.head_kind": kind,
+            "train.steps": 20 if n > 1 else 1, "train.batch_tokens": 512, "train.context": 64,
+            "train.lr": 3e-3, "train.warmup_steps": 3, "train.progress": False, "train.device": "cpu"})
+        train_mod.run(cfg, root / name, quiet=True)
+        out[name] = root / name
+    yield out
+    mp.undo()
+
+
+def test_trained_models_decode_identically(runs):
+    for name in ("n4", "n2"):
+        config, task, data, model, _ = train_mod.load_run(runs[name], torch.device("cpu"))
+        prompts, stop, longest = spec.task_prompts(task, spec.pick(data.test, 8), data.enc)
+        assert stop == data.enc.encode("\n")[0] and longest == 6
+        n = model.config.n
+        for max_new, s in ((longest, stop), (40, None)):  # the answers; then on past them (packed documents)
+            plain = greedy_generate(model, prompts, max_new, stop_token=s, batch_size=4)
+            for k in sorted({2, n}):
+                stats = spec.DecodeStats()
+                assert spec.speculative_decode(model, prompts, max_new, heads=k, stop_token=s, batch_size=4,
+                                               stats=stats) == plain, (name, max_new, s, k)
+                if s is None:
+                    assert stats.tokens_per_forward > 1.0  # a trained model's drafts are accepted sometimes
+        x = torch.tensor([prompts[0]] * 3)
+        assert torch.equal(spec.speculative_generate(model, x, 40), model.generate(x, 40))
+        assert torch.equal(spec.uncached_greedy(model, x[:1], 40), model.generate(x[:1], 40))  # the KV cache
+        agree = spec.head_agreement(model, spec.agreement_windows(task, data.test, data.enc, 64))
+        assert set(agree) == {f"agreement/head={k}" for k in range(2, n + 1)} | {"agreement/tokens_per_forward"}
+        assert all(0.0 <= v <= 1.0 for key, v in agree.items() if "head=" in key)
+        assert 1.0 <= agree["agreement/tokens_per_forward"] <= n
+
+
+def test_decode_cli(runs, capsys):
+    assert main(["decode", str(runs["n4"]), "--prompt", "(10000+20000)=", "--prompt=-12345=",
+                 "--heads", "4", "--check"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert len(lines) == 2 and all(line.endswith("\\n") or len(line) <= 64 for line in lines)
+    assert "tokens per forward" in captured.err and "identical" in captured.err
+
+
+def test_decode_cli_prompts_file_and_no_stop(runs, tmp_path, capsys):
+    f = tmp_path / "p.txt"
+    f.write_text("(10000+20000)=\n-12345=\n(1+2)=\n")
+    assert main(["decode", str(runs["n2"]), "--prompts-file", str(f), "--max-new-tokens", "30", "--no-stop",
+                 "--check"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3
+
+
+def test_bench_decode_cli(runs, tmp_path, capsys):
+    js = tmp_path / "b.json"
+    assert main(["bench", "decode", str(runs["n4"]), "--limit", "6", "--repeats", "1", "--json", str(js)]) == 0
+    text = capsys.readouterr().out
+    assert "tokens/fwd" in text and "paper" in text and "NO" not in text
+    result = json.loads(js.read_text())
+    assert set(result["k"]) == {"1", "2", "3", "4"} and all(r["identical"] for r in result["k"].values())
+    assert result["k"]["1"]["tokens_per_forward"] == 1.0
+    assert main(["bench", "decode", str(runs["n4"]), "--limit", "3", "--repeats", "1", "--max-new-tokens", "40",
+                 "--batch-size", "3", "--heads", "1,4"]) == 0
+    assert "(no stop token)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["decode", "{n1}", "--prompt", "1="], "n=1"),
+    (["decode", "{n4}", "--prompt", "1=", "--heads", "5"], "larger than the model's n=4"),
+    (["decode", "{n4}", "--prompt", "1" * 80], "longer than the model's context of 64"),
+    (["decode", "{n4}", "--prompt", ""], "empty"),
+    (["decode", "{n4}"], "at least one prompt"),
+    (["decode", "{n4}", "--prompts-file", "/nonexistent.txt"], "does not exist"),
+    (["decode", "{n4}", "--prompt", "1=", "--stop", "ab"], "one token"),
+    (["decode", "{n4}", "--prompt", "1=", "--max-new-tokens", "0"], "at least 1"),
+    (["decode", "/nonexistent/run", "--prompt", "1="], "not a run folder"),
+    (["bench", "decode", "{n1}"], "n=1"),
+    (["bench", "decode", "{n4}", "--heads", "1,7"], "larger than"),
+    (["bench", "decode", "{n4}", "--heads", "x"], "comma-separated"),
+])
+def test_bad_input_is_one_line_exit_2(runs, capsys, argv, message):
+    argv = [a.format(**{k: str(v) for k, v in runs.items()}) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
