@@ -70,12 +70,14 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch
 
+from lab.decode import run_batched
 from lab.errors import UserError
 from lab.model import KVCache
 
@@ -539,26 +541,10 @@ def speculative_decode(model, prompts: list[list[int]], max_new_tokens: int, *, 
         >>> speculative_decode(m, ps, 6, stop_token=3) == greedy_generate(m, ps, 6, stop_token=3)
         True
     """
-    device = next(model.parameters()).device
-    by_len: dict[int, list[int]] = defaultdict(list)
-    for i, p in enumerate(prompts):
-        if not p:
-            raise UserError(f"prompt {i + 1} is empty")
-        by_len[len(p)].append(i)
-    out: list[list[int]] = [[] for _ in prompts]
-    for length in sorted(by_len):
-        ids = by_len[length]
-        for start in range(0, len(ids), batch_size):
-            chunk = ids[start:start + batch_size]
-            x = torch.tensor([prompts[i] for i in chunk], dtype=torch.long, device=device)
-            new = speculative_generate(model, x, max_new_tokens, heads=heads, stop_token=stop_token, stats=stats,
-                                       fused=fused)
-            for row, i in enumerate(chunk):
-                toks = new[row].tolist()
-                if stop_token is not None and stop_token in toks:
-                    toks = toks[:toks.index(stop_token) + 1]
-                out[i] = toks
-    return out
+    generate = functools.partial(speculative_generate, model, max_new_tokens=max_new_tokens, heads=heads,
+                                 stop_token=stop_token, stats=stats, fused=fused)
+    return run_batched(prompts, generate, stop_token=stop_token, batch_size=batch_size,
+                       device=next(model.parameters()).device)
 
 
 @torch.no_grad()
