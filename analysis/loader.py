@@ -49,6 +49,7 @@ from pathlib import Path
 import pandas as pd
 
 from lab.errors import UserError
+from lab.storage_url import redact, with_driver
 
 # The paper's size ladder (Table S14) with the nominal non-embedding count each name stands for.
 LADDER = {"1M": 1e6, "3M": 3e6, "10M": 10e6, "30M": 30e6, "100M": 100e6, "300M": 300e6, "1B": 1e9}
@@ -63,35 +64,6 @@ def _quiet_optuna() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def redact(url: str) -> str:
-    """A storage URL with its password hidden, for messages and reports.
-
-    Example:
-        >>> redact("postgresql://me:secret@db:5432/lab")
-        'postgresql://me:***@db:5432/lab'
-    """
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", str(url))
-
-
-def rdb_url(url: str) -> str:
-    """A PostgreSQL URL with the driver that is installed.
-
-    SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3; the lab's
-    ``postgres`` extra installs psycopg2. Name it when only psycopg2 is there.
-
-    Example:
-        >>> rdb_url("sqlite:///x.db")
-        'sqlite:///x.db'
-    """
-    import importlib.util
-
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix) and importlib.util.find_spec("psycopg") is None \
-                and importlib.util.find_spec("psycopg2") is not None:
-            return "postgresql+psycopg2://" + url[len(prefix):]
-    return url
 
 
 def open_storage(url_or_path: str, *, create: bool = False):
@@ -121,7 +93,7 @@ def open_storage(url_or_path: str, *, create: bool = False):
                 raise UserError(f"storage {text} does not exist (no file {file})")
         kwargs = {"connect_args": {"connect_timeout": 10}} if text.startswith("postgres") else {}
         try:
-            storage = RDBStorage(rdb_url(text), engine_kwargs=kwargs, skip_table_creation=not create)
+            storage = RDBStorage(with_driver(text), engine_kwargs=kwargs, skip_table_creation=not create)
             storage.get_all_studies()  # touch the database now, not in the middle of plotting
             return storage
         except Exception as e:  # sqlalchemy/driver errors have many types; optuna wraps them
