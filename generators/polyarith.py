@@ -275,9 +275,14 @@ class PolyArithConfig:
     test_min_ops: int = 1  # test set covers m = test_min_ops..test_max_ops
     test_max_ops: int = 10  # paper: 10
     test_per_op: int = 500  # test examples per m; the paper uses 2000, 500 is a smaller CPU default
+    loss_on: str = "answer"  # "answer": loss on the answer tokens only; "all": on every token (paper: not stated)
 
     def __post_init__(self):
+        if self.loss_on not in ("answer", "all"):
+            raise UserError(f"polyarith.loss_on must be 'answer' or 'all', got '{self.loss_on}'")
         for f in fields(self):
+            if f.name == "loss_on":
+                continue
             value = getattr(self, f.name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UserError(f"polyarith.{f.name} must be a positive integer, got {value!r}")
@@ -419,6 +424,20 @@ class PolyArith(Task):
             '-10000=60000\\n'
         """
         return record["prompt"] + record["answer"] + "\n"
+
+    def context(self, record: dict) -> str:
+        """The prompt is context only when ``loss_on`` is ``"answer"`` (the default).
+
+        The expression's digits are uniformly random, so a loss on them is
+        irreducible noise that drowns the answer's signal: with it, a 1M model
+        stays at chance even on negation after ~1000 steps; with the loss on
+        the answer only, it reaches 84% digit accuracy on negation by step 600.
+
+        Example:
+            >>> PolyArith(PolyArithConfig()).context({"prompt": "-10000=", "answer": "60000"})
+            '-10000='
+        """
+        return record["prompt"] if self.config.loss_on == "answer" else ""
 
     # -- evaluation ------------------------------------------------------
 

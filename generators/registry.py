@@ -99,6 +99,14 @@ class Task:
         """The text of one training example, as the model sees it."""
         raise NotImplementedError
 
+    def context(self, example: dict) -> str:
+        """The leading part of ``document(example)`` that is context only: no loss on its tokens.
+
+        Default ``""``: every token is a target. polyarith returns the prompt
+        when its ``loss_on`` is ``"answer"``, so the loss covers the answer only.
+        """
+        return ""
+
     def make_tokenizer(self, train: list[dict]):
         """The tokenizer (a ``tiktoken.Encoding``). Default: raw bytes."""
         from lab.tokenizers import byte_encoding

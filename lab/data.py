@@ -9,6 +9,8 @@ of both::
         tokenizer.json   the tiktoken encoding (lab.tokenizers.save_encoding)
         train.bin        training tokens, uint16 (uint32 if the vocabulary needs it);
                          documents joined by the end-of-text token
+        train_mask.bin   (only if the task has context-only prefixes, see Task.context)
+                         uint8, 1 where the token is a loss target
         test.jsonl       the evaluation records
 
 The folder is built under a temporary name and renamed into place, so a
@@ -46,7 +48,7 @@ from lab.config import config_hash
 from lab.errors import UserError
 from lab.tokenizers import load_encoding, save_encoding
 
-DATA_VERSION = 1  # bump when the on-disk format or a generator's output changes
+DATA_VERSION = 2  # bump when the on-disk format or a generator's output changes
 
 
 def cache_root() -> Path:
@@ -63,6 +65,7 @@ class Dataset:
     train_tokens: np.ndarray  # memmap, 1-D
     test: list[dict]
     meta: dict
+    train_mask: np.ndarray | None = None  # memmap, 1-D uint8: 1 = loss target; None = every token
 
 
 def dataset_key(task_name: str, task_config, data_seed: int) -> str:
@@ -86,19 +89,34 @@ def build_dataset(task, data_seed: int, out: Path, *, quiet: bool = False) -> No
     enc = task.make_tokenizer(train)
     test = task.build("test", data_seed)
     docs = [task.document(r) for r in train]
-    ids = enc.encode_ordinary_batch(docs, num_threads=os.cpu_count() or 1)
+    contexts = [task.context(r) for r in train]
+    threads = os.cpu_count() or 1
+    if any(contexts):  # context and target parts tokenized apart, so the mask boundary is exact
+        for c, d in zip(contexts, docs):
+            if not d.startswith(c):
+                raise ValueError(f"task {task.name}: context {c!r} is not a prefix of its document {d!r}")
+        heads = enc.encode_ordinary_batch(contexts, num_threads=threads)
+        tails = enc.encode_ordinary_batch([d[len(c):] for c, d in zip(contexts, docs)], num_threads=threads)
+        ids = [a + b for a, b in zip(heads, tails)]
+    else:
+        heads, ids = None, enc.encode_ordinary_batch(docs, num_threads=threads)
     eot = enc.eot_token
     dtype = np.uint16 if enc.n_vocab <= 65536 else np.uint32
     lengths = np.fromiter((len(x) + 1 for x in ids), dtype=np.int64, count=len(ids))
     tokens = np.empty(int(lengths.sum()), dtype=dtype)
+    mask = np.ones(tokens.size, dtype=np.uint8) if heads is not None else None
     pos = 0
-    for x in ids:  # <eot> doc <eot> doc ...: every document is preceded by end-of-text
+    for i, x in enumerate(ids):  # <eot> doc <eot> doc ...: every document is preceded by end-of-text
         tokens[pos] = eot
         tokens[pos + 1:pos + 1 + len(x)] = x
+        if mask is not None:  # end-of-text and the context part are not targets
+            mask[pos:pos + 1 + len(heads[i])] = 0
         pos += len(x) + 1
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         tokens.tofile(tmp / "train.bin")
+        if mask is not None:
+            mask.tofile(tmp / "train_mask.bin")
         save_encoding(enc, tmp / "tokenizer.json")
         with open(tmp / "test.jsonl", "w") as f:
             for r in test:
@@ -107,6 +125,7 @@ def build_dataset(task, data_seed: int, out: Path, *, quiet: bool = False) -> No
             "task": task.name, "config": dataclasses.asdict(task.config), "seed": data_seed,
             "version": DATA_VERSION, "train_examples": len(train), "test_examples": len(test),
             "train_tokens": int(tokens.size), "dtype": np.dtype(dtype).name, "n_vocab": enc.n_vocab,
+            "masked": mask is not None, "target_tokens": int(mask.sum()) if mask is not None else int(tokens.size),
             "tokenizer_hash": config_hash((tmp / "tokenizer.json").read_text()),
             "build_seconds": round(time.time() - t0, 2),
         }
@@ -141,11 +160,12 @@ def prepare(task, data_seed: int = 0, *, root: Path | None = None, quiet: bool =
         meta = json.loads((path / "meta.json").read_text())
         enc = load_encoding(path / "tokenizer.json")
         tokens = np.memmap(path / "train.bin", dtype=np.dtype(meta["dtype"]), mode="r")
+        mask = np.memmap(path / "train_mask.bin", dtype=np.uint8, mode="r") if meta.get("masked") else None
         with open(path / "test.jsonl") as f:
             test = [json.loads(line) for line in f]
     except (OSError, ValueError, KeyError) as e:
         raise UserError(f"dataset cache {path} is unreadable ({e}); delete that folder to rebuild it") from None
-    return Dataset(path=path, enc=enc, train_tokens=tokens, test=test, meta=meta)
+    return Dataset(path=path, enc=enc, train_tokens=tokens, test=test, meta=meta, train_mask=mask)
 
 
 class WindowOrder:
@@ -180,23 +200,29 @@ class WindowOrder:
 class Windows:
     """Training windows of a token stream: (count, context + n) int64 arrays.
 
+    With a ``mask`` (1 = loss target), ``batch`` also returns the windows' mask.
+
     Example:
         >>> w = Windows(np.arange(100, dtype=np.uint16), context=10, n=2, seed=0)
-        >>> w.num_windows, w.batch(0, 3).shape
-        (9, (3, 12))
+        >>> tokens, mask = w.batch(0, 3)
+        >>> w.num_windows, tokens.shape, mask
+        (9, (3, 12), None)
     """
 
-    def __init__(self, tokens: np.ndarray, context: int, n: int, seed: int):
-        self.tokens, self.context, self.span = tokens, context, context + n
+    def __init__(self, tokens: np.ndarray, context: int, n: int, seed: int, mask: np.ndarray | None = None):
+        self.tokens, self.mask, self.context, self.span = tokens, mask, context, context + n
         self.num_windows = (len(tokens) - self.span) // context + 1 if len(tokens) >= self.span else 0
         if self.num_windows < 1:
             raise UserError(f"the training set has {len(tokens)} tokens, fewer than one window of "
                             f"{self.span} (context + n); generate more examples or lower train.context")
         self.order = WindowOrder(self.num_windows, seed)
 
-    def batch(self, position: int, count: int) -> np.ndarray:
+    def batch(self, position: int, count: int) -> tuple[np.ndarray, np.ndarray | None]:
         starts = [i * self.context for i in self.order.take(position, count)]
-        return np.stack([self.tokens[s:s + self.span] for s in starts]).astype(np.int64)
+        tokens = np.stack([self.tokens[s:s + self.span] for s in starts]).astype(np.int64)
+        if self.mask is None:
+            return tokens, None
+        return tokens, np.stack([self.mask[s:s + self.span] for s in starts]).astype(bool)
 
     def epochs(self, position: int) -> float:
         return position / self.num_windows

@@ -43,13 +43,22 @@ import torch
 import torch.nn.functional as F
 
 
-def _split(model, window):
-    """window (B, T + n) -> inputs (B, T) and the n target tensors (B, T)."""
+IGNORE = -100  # target value of a token that is context only (see Task.context)
+
+
+def _split(model, window, mask=None):
+    """window (B, T + n) -> inputs (B, T) and the n target tensors (B, T).
+
+    Where ``mask`` (B, T + n, bool) is False the target is IGNORE: no loss there.
+    """
     n = model.config.n
     T = window.shape[1] - n
     if T < 1:
         raise ValueError(f"window of {window.shape[1]} tokens is too short for n={n}")
-    return window[:, :T], [window[:, i + 1:i + 1 + T] for i in range(n)]
+    targets = [window[:, i + 1:i + 1 + T] for i in range(n)]
+    if mask is not None:
+        targets = [t.masked_fill(~mask[:, i + 1:i + 1 + T], IGNORE) for i, t in enumerate(targets)]
+    return window[:, :T], targets
 
 
 def _head_loss(model, z, target, weight, scale, stats):
@@ -57,28 +66,33 @@ def _head_loss(model, z, target, weight, scale, stats):
     logits = model.logits(z)  # (B, T, V)
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # the softmax in fp32 under autocast
-    ce = F.cross_entropy(logits.flatten(0, 1), target.flatten())
+    scored = target != IGNORE
+    # mean over the scored targets (all of them unless the task masks context); 0 if none
+    ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=IGNORE, reduction="sum")
+    ce = ce / scored.sum().clamp(min=1)
     with torch.no_grad():
         stats["loss"].append(ce.detach())
         if "acc" in stats:  # an argmax over (B, T, V): only on steps that log it
-            stats["acc"].append((logits.argmax(-1) == target).float().mean())
+            hits = ((logits.argmax(-1) == target) & scored).sum()
+            stats["acc"].append(hits / scored.sum().clamp(min=1))
     return ce * (weight * scale)
 
 
-def sequential_backward(model, window, *, scale: float = 1.0, autocast=contextlib.nullcontext,
+def sequential_backward(model, window, mask=None, *, scale: float = 1.0, autocast=contextlib.nullcontext,
                         track_accuracy: bool = True) -> dict:
     """Memory-efficient MTP forward + backward on one micro-batch.
 
-    ``window`` is (B, T + n) tokens; head i is trained on window[:, i : T + i].
+    ``window`` is (B, T + n) tokens; head i is trained on window[:, i : T + i],
+    except where the optional ``mask`` (B, T + n, bool) is False.
     ``scale`` multiplies the loss (1 / accumulation steps). Gradients land in
     ``.grad``; returns per-head unweighted losses and (if ``track_accuracy``)
     top-1 accuracies as lists of 0-dim tensors (not synced to the host, so no
     stall on GPU).
     """
     if model.config.n == 1:  # one head: nothing to free between heads, one backward is cheaper
-        return naive_backward(model, window, scale=scale, autocast=autocast, track_accuracy=track_accuracy)
+        return naive_backward(model, window, mask, scale=scale, autocast=autocast, track_accuracy=track_accuracy)
     weights = model.config.weights
-    idx, targets = _split(model, window)
+    idx, targets = _split(model, window, mask)
     stats = {"loss": [], "acc": []} if track_accuracy else {"loss": []}
     with autocast():
         h = model.trunk_forward(idx)
@@ -103,11 +117,11 @@ def sequential_backward(model, window, *, scale: float = 1.0, autocast=contextli
     return stats
 
 
-def naive_backward(model, window, *, scale: float = 1.0, autocast=contextlib.nullcontext,
+def naive_backward(model, window, mask=None, *, scale: float = 1.0, autocast=contextlib.nullcontext,
                    track_accuracy: bool = True) -> dict:
     """The reference: sum the n weighted losses, one backward. Keeps all logits alive."""
     weights = model.config.weights
-    idx, targets = _split(model, window)
+    idx, targets = _split(model, window, mask)
     stats = {"loss": [], "acc": []} if track_accuracy else {"loss": []}
     with autocast():
         h = model.trunk_forward(idx)

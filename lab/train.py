@@ -163,7 +163,7 @@ class _Run:
         self.counts = self.model.param_counts()
         tc = config.train
         self.total = tc.total_steps()
-        self.windows = Windows(self.data.train_tokens, tc.context, config.model.n, tc.seed)
+        self.windows = Windows(self.data.train_tokens, tc.context, config.model.n, tc.seed, self.data.train_mask)
         self.optimizer = build_optimizer(self.model, tc, self.device)
         self.autocast = autocast_for(self.device, tc.dtype)
         if tc.compile:
@@ -238,9 +238,11 @@ class _Run:
         chunks = [min(micro, seqs - i) for i in range(0, seqs, micro)]
         per_head = {"loss": [], "acc": []} if log else {"loss": []}
         for size in chunks:
-            window = torch.from_numpy(self.windows.batch(self.position, size)).to(self.device, non_blocking=True)
+            tokens, mask = self.windows.batch(self.position, size)
+            window = torch.from_numpy(tokens).to(self.device, non_blocking=True)
+            mask = torch.from_numpy(mask).to(self.device, non_blocking=True) if mask is not None else None
             self.position += size
-            stats = sequential_backward(self.model, window, scale=size / seqs, autocast=self.autocast,
+            stats = sequential_backward(self.model, window, mask, scale=size / seqs, autocast=self.autocast,
                                         track_accuracy=log)
             for key in per_head:
                 per_head[key].append(torch.stack(stats[key]) * (size / seqs))

@@ -332,3 +332,17 @@ def test_registry_and_bad_split():
     assert task.config.test_per_op == 3
     with pytest.raises(UserError, match="valid"):
         task.build("valid", 0)
+
+
+def test_loss_mask_marks_exactly_the_answers(tmp_path):
+    """The dataset's mask scores the 5 answer digits and the newline of every example, nothing else."""
+    from lab.data import prepare
+
+    task = task_with(train_examples=50, test_per_op=1)
+    ds = prepare(task, 0, root=tmp_path, quiet=True)
+    tokens, mask = list(ds.train_tokens), list(ds.train_mask)
+    text_scored = "".join(ds.enc.decode([t]) for t, m in zip(tokens, mask) if m)
+    answers = "".join(r["answer"] + "\n" for r in task.build("train", 0))
+    assert text_scored == answers
+    all_task = task_with(train_examples=50, test_per_op=1, loss_on="all")
+    assert prepare(all_task, 0, root=tmp_path, quiet=True).train_mask is None
