@@ -249,7 +249,9 @@ def test_evaluate_oracle_and_partial_oracle():
     enc = byte_encoding()
     task = task_with(train_examples=10, test_per_op=4)
     test = task.build("test", 0)
-    keys = {f"accuracy/ops={m}" for m in range(1, 11)} | {"accuracy/in_domain", "accuracy/ood", "accuracy/all"}
+    keys = {f"accuracy/ops={m}" for m in range(1, 11)} | {"accuracy/in_domain", "accuracy/ood", "accuracy/all",
+                                                          "digit_accuracy/in_domain", "digit_accuracy/ood",
+                                                          "digit_accuracy/all"}
     metrics = task.evaluate(OracleModel(enc, test), test, enc, "cpu")
     assert set(metrics) == keys and all(v == 1.0 for v in metrics.values())
     partial = OracleModel(enc, test, max_ops=3)
@@ -257,6 +259,9 @@ def test_evaluate_oracle_and_partial_oracle():
     assert [metrics[f"accuracy/ops={m}"] for m in range(1, 11)] == [1.0] * 3 + [0.0] * 7
     assert metrics["accuracy/in_domain"] == pytest.approx(3 / 5)
     assert metrics["accuracy/ood"] == 0.0 and metrics["accuracy/all"] == pytest.approx(0.3)
+    # the wrong answers have one wrong digit of five: digit accuracy 4/5 there
+    assert metrics["digit_accuracy/ood"] == pytest.approx(0.8)
+    assert metrics["digit_accuracy/in_domain"] == pytest.approx((3 * 1.0 + 2 * 0.8) / 5)
     # limit scores the first `limit` examples of each m
     limited = OracleModel(enc, test)
     task.evaluate(limited, test, enc, "cpu", limit=2)
@@ -292,7 +297,9 @@ def test_evaluate_random_model(one_torch_thread):
     test = task.build("test", 0)
     model = MTPModel(ModelConfig(size="custom", d_model=32, layers=2, n_heads=2, vocab_size=enc.n_vocab).resolved())
     metrics = task.evaluate(model, test, enc, "cpu")
-    keys = {f"accuracy/ops={m}" for m in range(1, 11)} | {"accuracy/in_domain", "accuracy/ood", "accuracy/all"}
+    keys = {f"accuracy/ops={m}" for m in range(1, 11)} | {"accuracy/in_domain", "accuracy/ood", "accuracy/all",
+                                                          "digit_accuracy/in_domain", "digit_accuracy/ood",
+                                                          "digit_accuracy/all"}
     assert set(metrics) == keys and all(0.0 <= v <= 1.0 for v in metrics.values())
 
 
