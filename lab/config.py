@@ -67,8 +67,8 @@ class ModelConfig:
         """Fill the shape from the size preset and validate everything.
 
         Example:
-            >>> ModelConfig(size="10M", n=4).resolved().trunk_layers
-            3
+            >>> ModelConfig(size="10M", n=4).resolved().trunk_layers  # 6 layers: 2 trunk + 4 heads
+            2
         """
         d, L, h = self.d_model, self.layers, self.n_heads
         if self.size != "custom":
@@ -298,7 +298,7 @@ def build_run_config(task: str, overrides: dict[str, Any] | None = None) -> RunC
     Example:
         >>> cfg = build_run_config("polyarith", {"model.size": "10M", "model.n": 4})
         >>> cfg.model.d_model, cfg.model.trunk_layers
-        (384, 3)
+        (384, 2)
     """
     from generators import registry
 
