@@ -46,7 +46,7 @@ from lab.config import RunConfig
 from lab.data import Windows, prepare
 from lab.errors import UserError
 from lab.loss import sequential_backward
-from lab.model import MTPModel
+from lab.model import Block, MTPModel
 from lab.speculative import agreement_windows, head_agreement
 
 
@@ -167,11 +167,12 @@ class _Run:
         self.optimizer = build_optimizer(self.model, tc, self.device)
         self.autocast = autocast_for(self.device, tc.dtype)
         if tc.compile:
-            for block in self.model.modules():
-                if block.__class__.__name__ == "Block":
-                    block.compile()
+            for module in self.model.modules():
+                if isinstance(module, Block):
+                    module.compile()
         self.eval_every = tc.eval_interval or max(1, -(-self.total // 5))  # ceil: no eval right before the final one
         self.ckpt_every = tc.checkpoint_interval or self.eval_every
+        self._agreement_windows = None  # test text for the acceptance estimate, tokenized once
         self.step, self.position, self.history, self.best = 0, 0, [], None
         self.finished = False
         if resume:
@@ -207,8 +208,10 @@ class _Run:
         t0 = time.time()
         metrics = self.task.evaluate(self.model, self.data.test, self.data.enc, self.device, limit=limit)
         if self.config.model.n > 1:  # a cheap estimate of self-speculative acceptance (lab.speculative)
-            windows = agreement_windows(self.task, self.data.test, self.data.enc, self.config.train.context)
-            metrics.update(head_agreement(self.model, windows, self.device))
+            if self._agreement_windows is None:
+                self._agreement_windows = agreement_windows(self.task, self.data.test, self.data.enc,
+                                                            self.config.train.context)
+            metrics.update(head_agreement(self.model, self._agreement_windows, self.device))
         self.model.train()
         entry = {"step": self.step, "tokens": self.tokens_seen, "metrics": metrics,
                  "eval_seconds": round(time.time() - t0, 2), "final": final}
