@@ -140,6 +140,10 @@ class TrainConfig:
     beta2: float = 0.95
     grad_clip: float = 1.0
     eval_interval: int = 0  # steps between evals; 0 = 5 evals per run
+    # Windows at the end of the training stream kept out of training (at most a tenth of them): every
+    # eval reports loss/heldout on them, loss/seen on as many windows the run trained on first, and
+    # memorization_gap = loss/heldout - loss/seen (nats, next-token head). 0 = off.
+    heldout_windows: int = 32
     eval_examples: int = 0  # examples per slice (e.g. per m) at intermediate evals; 0 = all (the final eval scores all)
     log_interval: int = 10
     checkpoint_interval: int = 0  # 0 = at every eval
@@ -174,8 +178,8 @@ class TrainConfig:
             raise UserError(f"train.batch_tokens ({self.batch_tokens}) must be at least train.context ({self.context})")
         if self.lr <= 0:
             raise UserError(f"train.lr must be positive, got {self.lr}")
-        if self.micro_batch < 0 or self.eval_interval < 0 or self.eval_examples < 0:
-            raise UserError("train.micro_batch, eval_interval and eval_examples must be >= 0")
+        if self.micro_batch < 0 or self.eval_interval < 0 or self.eval_examples < 0 or self.heldout_windows < 0:
+            raise UserError("train.micro_batch, eval_interval, eval_examples and heldout_windows must be >= 0")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise UserError(f"unknown dtype '{self.dtype}'; choose auto, float32 or bfloat16")
         return self

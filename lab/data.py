@@ -79,6 +79,40 @@ def _log(msg: str, quiet: bool) -> None:
         print(msg, flush=True)
 
 
+BUILD_CHUNK = 20_000  # training documents tokenized at a time
+
+
+def _encode_chunk(task, enc, records: list, threads: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Token stream ``<eot> doc <eot> doc ...`` of some records (int64) and its target mask (uint8).
+
+    The mask is None unless the task marks context parts (``Task.context``);
+    then the end-of-text token and each record's context are not targets
+    (mask 0). Context and the rest are tokenized apart, so the boundary is exact.
+    """
+    docs = [task.document(r) for r in records]
+    contexts = [task.context(r) for r in records]
+    if any(contexts):
+        for c, d in zip(contexts, docs):
+            if not d.startswith(c):
+                raise ValueError(f"task {task.name}: context {c!r} is not a prefix of its document {d!r}")
+        heads = enc.encode_ordinary_batch(contexts, num_threads=threads)
+        tails = enc.encode_ordinary_batch([d[len(c):] for c, d in zip(contexts, docs)], num_threads=threads)
+        ids = [a + b for a, b in zip(heads, tails)]
+    else:
+        heads, ids = None, enc.encode_ordinary_batch(docs, num_threads=threads)
+    lengths = np.fromiter((len(x) + 1 for x in ids), dtype=np.int64, count=len(ids))
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    tokens = np.full(int(lengths.sum()), enc.eot_token, dtype=np.int64)
+    for i, x in enumerate(ids):
+        tokens[starts[i] + 1:starts[i] + 1 + len(x)] = x
+    if heads is None:
+        return tokens, None
+    mask = np.ones(tokens.size, dtype=np.uint8)
+    for i, x in enumerate(heads):
+        mask[starts[i]:starts[i] + 1 + len(x)] = 0
+    return tokens, mask
+
+
 def build_dataset(task, data_seed: int, out: Path, *, quiet: bool = False) -> None:
     """Build the cache folder ``out`` (which must not exist yet) for ``task``."""
     t0 = time.time()
@@ -88,35 +122,27 @@ def build_dataset(task, data_seed: int, out: Path, *, quiet: bool = False) -> No
         raise UserError(f"task {task.name} produced no training examples; check its config")
     enc = task.make_tokenizer(train)
     test = task.build("test", data_seed)
-    docs = [task.document(r) for r in train]
-    contexts = [task.context(r) for r in train]
-    threads = os.cpu_count() or 1
-    if any(contexts):  # context and target parts tokenized apart, so the mask boundary is exact
-        for c, d in zip(contexts, docs):
-            if not d.startswith(c):
-                raise ValueError(f"task {task.name}: context {c!r} is not a prefix of its document {d!r}")
-        heads = enc.encode_ordinary_batch(contexts, num_threads=threads)
-        tails = enc.encode_ordinary_batch([d[len(c):] for c, d in zip(contexts, docs)], num_threads=threads)
-        ids = [a + b for a, b in zip(heads, tails)]
-    else:
-        heads, ids = None, enc.encode_ordinary_batch(docs, num_threads=threads)
-    eot = enc.eot_token
     dtype = np.uint16 if enc.n_vocab <= 65536 else np.uint32
-    lengths = np.fromiter((len(x) + 1 for x in ids), dtype=np.int64, count=len(ids))
-    tokens = np.empty(int(lengths.sum()), dtype=dtype)
-    mask = np.ones(tokens.size, dtype=np.uint8) if heads is not None else None
-    pos = 0
-    for i, x in enumerate(ids):  # <eot> doc <eot> doc ...: every document is preceded by end-of-text
-        tokens[pos] = eot
-        tokens[pos + 1:pos + 1 + len(x)] = x
-        if mask is not None:  # end-of-text and the context part are not targets
-            mask[pos:pos + 1 + len(heads[i])] = 0
-        pos += len(x) + 1
+    threads = os.cpu_count() or 1
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        tokens.tofile(tmp / "train.bin")
-        if mask is not None:
-            mask.tofile(tmp / "train_mask.bin")
+        # Tokenized a chunk at a time and streamed to disk: peak memory stays at one chunk of
+        # Python token lists however large the corpus (a list of ints costs ~36 bytes a token).
+        chunks = [(lo, train[lo:lo + BUILD_CHUNK]) for lo in range(0, len(train), BUILD_CHUNK)]
+        masked = any(task.context(r) for r in train)  # a mask stream only if some record has context
+        size = target_tokens = 0
+        with open(tmp / "train.bin", "wb") as f_tok, open(tmp / "train_mask.bin", "wb") as f_mask:
+            for lo, records in chunks:
+                tokens, mask = _encode_chunk(task, enc, records, threads)
+                if masked and mask is None:  # a chunk without context parts: all targets but end-of-text
+                    mask = (tokens != enc.eot_token).astype(np.uint8)
+                tokens.astype(dtype).tofile(f_tok)
+                size += tokens.size
+                if masked:
+                    mask.tofile(f_mask)
+                target_tokens += int(mask.sum()) if masked else tokens.size
+        if not masked:
+            (tmp / "train_mask.bin").unlink()
         save_encoding(enc, tmp / "tokenizer.json")
         with open(tmp / "test.jsonl", "w") as f:
             for r in test:
@@ -124,8 +150,8 @@ def build_dataset(task, data_seed: int, out: Path, *, quiet: bool = False) -> No
         meta = {
             "task": task.name, "config": dataclasses.asdict(task.config), "seed": data_seed,
             "version": DATA_VERSION, "train_examples": len(train), "test_examples": len(test),
-            "train_tokens": int(tokens.size), "dtype": np.dtype(dtype).name, "n_vocab": enc.n_vocab,
-            "masked": mask is not None, "target_tokens": int(mask.sum()) if mask is not None else int(tokens.size),
+            "train_tokens": size, "dtype": np.dtype(dtype).name, "n_vocab": enc.n_vocab,
+            "masked": masked, "target_tokens": target_tokens,
             "tokenizer_hash": config_hash((tmp / "tokenizer.json").read_text()),
             "build_seconds": round(time.time() - t0, 2),
         }
@@ -137,7 +163,7 @@ def build_dataset(task, data_seed: int, out: Path, *, quiet: bool = False) -> No
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    _log(f"built {len(train):,} train / {len(test):,} test examples, {tokens.size:,} tokens "
+    _log(f"built {len(train):,} train / {len(test):,} test examples, {size:,} tokens "
          f"in {time.time() - t0:.1f}s -> {out}", quiet)
 
 
@@ -202,27 +228,51 @@ class Windows:
 
     With a ``mask`` (1 = loss target), ``batch`` also returns the windows' mask.
 
+    ``heldout`` windows at the end of the stream (at most a tenth of them) are
+    never trained on; one window between them and the training windows is
+    skipped too, so no held-out token is a training target. ``heldout_batch``
+    returns them and ``seen_batch`` the first windows the run trains on
+    (data positions 0, 1, ...): comparing the two losses shows memorization.
+
     Example:
         >>> w = Windows(np.arange(100, dtype=np.uint16), context=10, n=2, seed=0)
         >>> tokens, mask = w.batch(0, 3)
         >>> w.num_windows, tokens.shape, mask
         (9, (3, 12), None)
+        >>> w = Windows(np.arange(1000, dtype=np.uint16), context=10, n=2, seed=0, heldout=5)
+        >>> w.num_windows, w.heldout_batch()[0][:, 0].tolist()  # 99 windows: 93 train, 1 gap, 5 held out
+        (93, [940, 950, 960, 970, 980])
     """
 
-    def __init__(self, tokens: np.ndarray, context: int, n: int, seed: int, mask: np.ndarray | None = None):
+    def __init__(self, tokens: np.ndarray, context: int, n: int, seed: int, mask: np.ndarray | None = None,
+                 heldout: int = 0):
         self.tokens, self.mask, self.context, self.span = tokens, mask, context, context + n
-        self.num_windows = (len(tokens) - self.span) // context + 1 if len(tokens) >= self.span else 0
-        if self.num_windows < 1:
+        total = (len(tokens) - self.span) // context + 1 if len(tokens) >= self.span else 0
+        if total < 1:
             raise UserError(f"the training set has {len(tokens)} tokens, fewer than one window of "
                             f"{self.span} (context + n); generate more examples or lower train.context")
+        self.heldout = min(heldout, total // 10)
+        self.num_windows = total - self.heldout - (1 if self.heldout else 0)
         self.order = WindowOrder(self.num_windows, seed)
 
-    def batch(self, position: int, count: int) -> tuple[np.ndarray, np.ndarray | None]:
-        starts = [i * self.context for i in self.order.take(position, count)]
+    def _windows(self, indices) -> tuple[np.ndarray, np.ndarray | None]:
+        starts = [i * self.context for i in indices]
         tokens = np.stack([self.tokens[s:s + self.span] for s in starts]).astype(np.int64)
         if self.mask is None:
             return tokens, None
         return tokens, np.stack([self.mask[s:s + self.span] for s in starts]).astype(bool)
+
+    def batch(self, position: int, count: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return self._windows(self.order.take(position, count))
+
+    def heldout_batch(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The held-out windows (never trained on)."""
+        first = self.num_windows + 1
+        return self._windows(range(first, first + self.heldout))
+
+    def seen_batch(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """As many windows as are held out: the first ones trained on (seen once per epoch)."""
+        return self._windows(self.order.take(0, self.heldout))
 
     def epochs(self, position: int) -> float:
         return position / self.num_windows

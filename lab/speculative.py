@@ -795,15 +795,38 @@ def bench_decode(model, prompts: list[list[int]], max_new_tokens: int, *, stop_t
             results[k] = all(torch.equal(a, b) for a, b in zip(outs, reference))
     tokens = sum(t.numel() for t in reference)
     greedy = {"seconds": best["greedy"], "tokens": tokens, "tokens_per_s": tokens / best["greedy"]}
+    lengths = [t.shape[1] for t in reference]  # new tokens of each batch
     table = {}
     for k in ks:
         s = stats_of[k]
         table[k] = {"seconds": best[k], "tokens": s.tokens, "tokens_per_s": s.tokens / best[k],
                     "speedup": best["greedy"] / best[k], "tokens_per_forward": s.tokens_per_forward,
-                    "forwards": s.forwards, "acceptance": s.acceptance(), "identical": results[k]}
+                    "forwards": s.forwards, "acceptance": s.acceptance(), "identical": results[k],
+                    **decode_ceilings(lengths, k)}
     return {"greedy": greedy, "k": table, "prompts": len(prompts), "batches": len(batches),
             "batch_size": batch_size, "max_new_tokens": max_new_tokens, "stop_token": stop_token,
             "device": str(device), "head_kind": model.config.head_kind, "n": model.config.n}
+
+
+def decode_ceilings(lengths: list[int], k: int) -> dict[str, float]:
+    """What k heads could reach at best on outputs of these lengths (every draft accepted).
+
+    A call that emits L tokens gets the first from the prefill and needs at
+    least ceil((L - 1) / k) more forwards, against L forwards in all for plain
+    greedy decoding. ``max_tokens_per_forward`` is the best tokens per forward
+    and ``max_speedup`` the best speed-up if every forward cost the same
+    (prefill included). Short outputs cap both, whatever the model or hardware.
+
+    Example:
+        >>> decode_ceilings([6], 4)    # a polyarith answer: 5 digits and end-of-text
+        {'max_tokens_per_forward': 2.5, 'max_speedup': 2.0}
+        >>> decode_ceilings([201], 4)
+        {'max_tokens_per_forward': 4.0, 'max_speedup': 3.94}
+    """
+    after = sum(max(0, L - 1) for L in lengths)
+    verify = sum(-(-max(0, L - 1) // k) for L in lengths)
+    return {"max_tokens_per_forward": round(after / verify, 2) if verify else 1.0,
+            "max_speedup": round(sum(lengths) / (len(lengths) + verify), 2) if lengths else 1.0}
 
 
 def format_bench(result: dict) -> str:
@@ -813,9 +836,9 @@ def format_bench(result: dict) -> str:
         >>> r = {"greedy": {"tokens_per_s": 100.0, "seconds": 1.0, "tokens": 100}, "n": 2, "prompts": 1,
         ...      "batch_size": 1, "max_new_tokens": 6, "head_kind": "parallel", "device": "cpu", "stop_token": 10,
         ...      "k": {2: {"tokens_per_forward": 1.5, "acceptance": {2: 0.5}, "tokens_per_s": 140.0,
-        ...                "speedup": 1.4, "identical": True}}}
+        ...                "speedup": 1.4, "identical": True, "max_tokens_per_forward": 1.67, "max_speedup": 1.5}}}
         >>> print(format_bench(r).splitlines()[2])
-        k  tokens/fwd  acc h2  tokens/s  speedup  identical
+        k  tokens/fwd  acc h2  tokens/s  speedup  identical  ceiling: tokens/fwd  speedup
     """
     n = result["n"]
     heads = list(range(2, n + 1))
@@ -823,11 +846,14 @@ def format_bench(result: dict) -> str:
              f" {'(stop at the answer end)' if result['stop_token'] is not None else '(no stop token)'}; "
              f"{result['head_kind']} heads n={n}; device {result['device']}",
              f"plain greedy (MTPModel.generate, KV cache): {result['greedy']['tokens_per_s']:,.0f} tokens/s",
-             "k  tokens/fwd  " + "  ".join(f"acc h{j}" for j in heads) + "  tokens/s  speedup  identical"]
+             "k  tokens/fwd  " + "  ".join(f"acc h{j}" for j in heads) + "  tokens/s  speedup  identical"
+             "  ceiling: tokens/fwd  speedup"]
     for k, r in result["k"].items():
         acc = "  ".join(f"{100 * r['acceptance'][j]:5.1f}%" if j in r["acceptance"] else "     - "
                         for j in heads)
         lines.append(f"{k:<2} {r['tokens_per_forward']:>10.2f}  {acc}  {r['tokens_per_s']:>8,.0f}  "
-                     f"{r['speedup']:>6.2f}x  {'yes' if r['identical'] else 'NO'}")
+                     f"{r['speedup']:>6.2f}x  {'yes' if r['identical'] else 'NO ':<9}"
+                     f"  {r['max_tokens_per_forward']:>19.2f}  {r['max_speedup']:>6.2f}x")
+    lines.append("ceiling: every draft accepted and every forward equally costly (the output lengths cap it)")
     lines.append("paper (7B, n=4, code): 3.50 tokens/forward, 3.05x speed-up")
     return "\n".join(lines)

@@ -45,7 +45,7 @@ from lab import checkpoint as ckpt
 from lab.config import RunConfig
 from lab.data import Windows, prepare
 from lab.errors import UserError
-from lab.loss import sequential_backward
+from lab.loss import next_token_nll, sequential_backward
 from lab.model import Block, MTPModel
 from lab.speculative import agreement_windows, head_agreement
 
@@ -163,7 +163,8 @@ class _Run:
         self.counts = self.model.param_counts()
         tc = config.train
         self.total = tc.total_steps()
-        self.windows = Windows(self.data.train_tokens, tc.context, config.model.n, tc.seed, self.data.train_mask)
+        self.windows = Windows(self.data.train_tokens, tc.context, config.model.n, tc.seed, self.data.train_mask,
+                               heldout=tc.heldout_windows)
         self.optimizer = build_optimizer(self.model, tc, self.device)
         self.autocast = autocast_for(self.device, tc.dtype)
         if tc.compile:
@@ -212,8 +213,10 @@ class _Run:
                 self._agreement_windows = agreement_windows(self.task, self.data.test, self.data.enc,
                                                             self.config.train.context)
             metrics.update(head_agreement(self.model, self._agreement_windows, self.device))
+        metrics.update(self.memorization())
         self.model.train()
-        entry = {"step": self.step, "tokens": self.tokens_seen, "metrics": metrics,
+        entry = {"step": self.step, "tokens": self.tokens_seen, "epoch": round(self.windows.epochs(self.position), 4),
+                 "metrics": metrics,
                  "eval_seconds": round(time.time() - t0, 2), "final": final}
         self.history.append(entry)
         objective = self.task.objective
@@ -225,6 +228,27 @@ class _Run:
             "direction": self.task.direction, "best": self.best, "history": self.history,
         })
         return metrics
+
+    def memorization(self) -> dict:
+        """Next-token loss on held-out training-stream windows vs on the first windows trained on.
+
+        In a single pass the gap stays near 0 (every batch is new data when the
+        model sees it); a model that memorizes its training split opens it up.
+        """
+        if not self.windows.heldout:
+            return {}
+        self.model.eval()
+        out = {}
+        for name, (tokens, mask) in (("heldout", self.windows.heldout_batch()), ("seen", self.windows.seen_batch())):
+            total = count = 0
+            for i in range(0, len(tokens), 8):
+                window = torch.from_numpy(tokens[i:i + 8]).to(self.device)
+                m = torch.from_numpy(mask[i:i + 8]).to(self.device) if mask is not None else None
+                t, c = next_token_nll(self.model, window, m, autocast=self.autocast)
+                total, count = total + t, count + c
+            out[f"loss/{name}"] = total / max(count, 1)
+        out["memorization_gap"] = out["loss/heldout"] - out["loss/seen"]
+        return out
 
     @property
     def tokens_seen(self) -> int:

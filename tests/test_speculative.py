@@ -169,6 +169,8 @@ def test_acceptance_bookkeeping_with_oracle_drafts():
     assert torch.equal(out, truth)
     assert stats.forwards == 10 and stats.advanced == 39  # 9 blocks of 4 tokens, then one of 3
     assert stats.acceptance() == {2: 1.0, 3: 1.0, 4: 1.0}
+    # ... which is exactly the ceiling bench decode prints for 40-token outputs
+    assert round(stats.tokens_per_forward, 2) == spec.decode_ceilings([40], 4)["max_tokens_per_forward"] == 3.9
     # row 0's draft of token 6 and row 1's of token 12 are wrong: both rows stop there (minimum)
     stats = spec.DecodeStats()
     eng = _Oracle(spec.make_engine(model, 2, 60, 4), truth, {(0, 6), (1, 12)})
@@ -294,6 +296,8 @@ def test_bench_decode_cli(runs, tmp_path, capsys):
     result = json.loads(js.read_text())
     assert set(result["k"]) == {"1", "2", "3", "4"} and all(r["identical"] for r in result["k"].values())
     assert result["k"]["1"]["tokens_per_forward"] == 1.0
+    assert all(r["tokens_per_forward"] <= r["max_tokens_per_forward"] + 0.005 for r in result["k"].values())
+    assert "ceiling" in text
     assert main(["bench", "decode", str(runs["n4"]), "--limit", "3", "--repeats", "1", "--max-new-tokens", "40",
                  "--batch-size", "3", "--heads", "1,4"]) == 0
     assert "(no stop token)" in capsys.readouterr().out
