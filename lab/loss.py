@@ -132,8 +132,8 @@ def naive_backward(model, window, mask=None, *, scale: float = 1.0, autocast=con
 
 
 @torch.no_grad()
-def next_token_nll(model, window, mask=None, *, autocast=contextlib.nullcontext) -> tuple[float, int]:
-    """Summed next-token cross-entropy (nats) over the scored targets of ``window``, and their count.
+def next_token_nll(model, window, mask=None, *, autocast=contextlib.nullcontext) -> tuple[list[float], list[int]]:
+    """Per window (row): summed next-token cross-entropy (nats) over its scored targets, and their count.
 
     Head 1 only, no gradient: the held-out and seen-data losses of
     ``lab.train`` (the memorization check) are built from it.
@@ -143,12 +143,12 @@ def next_token_nll(model, window, mask=None, *, autocast=contextlib.nullcontext)
         >>> from lab.config import ModelConfig
         >>> from lab.model import MTPModel
         >>> model = MTPModel(ModelConfig(size="custom", d_model=32, layers=3, n_heads=2, n=2, vocab_size=50).resolved())
-        >>> total, count = next_token_nll(model, torch.randint(0, 50, (3, 10 + 2)))
-        >>> count, 2.5 < total / count < 5.5      # 3 x 10 targets; about ln(50) = 3.9 at init
-        (30, True)
+        >>> sums, counts = next_token_nll(model, torch.randint(0, 50, (3, 10 + 2)))
+        >>> counts, 2.5 < sum(sums) / sum(counts) < 5.5      # 10 targets a row; about ln(50) = 3.9 at init
+        ([10, 10, 10], True)
     """
     idx, targets = _split(model, window, mask)
     with autocast():
         logits = model.logits(model.head_states(model.trunk_forward(idx), window, upto=1)[0])
-    ce = F.cross_entropy(logits.float().flatten(0, 1), targets[0].flatten(), ignore_index=IGNORE, reduction="sum")
-    return float(ce), int((targets[0] != IGNORE).sum())
+    ce = F.cross_entropy(logits.float().transpose(1, 2), targets[0], ignore_index=IGNORE, reduction="none")  # (B, T)
+    return ce.sum(1).tolist(), (targets[0] != IGNORE).sum(1).tolist()

@@ -35,6 +35,7 @@ import dataclasses
 import functools
 import json
 import math
+import statistics
 import time
 from pathlib import Path
 
@@ -234,20 +235,25 @@ class _Run:
 
         In a single pass the gap stays near 0 (every batch is new data when the
         model sees it); a model that memorizes its training split opens it up.
+        ``memorization_gap_se`` is its standard error with windows as the
+        sampling unit: the two window sets differ by chance, too.
         """
         if not self.windows.heldout:
             return {}
         self.model.eval()
-        out = {}
+        out, per_window = {}, {}
         for name, (tokens, mask) in (("heldout", self.windows.heldout_batch()), ("seen", self.windows.seen_batch())):
-            total = count = 0
+            sums, counts = [], []
             for i in range(0, len(tokens), 8):
                 window = torch.from_numpy(tokens[i:i + 8]).to(self.device)
                 m = torch.from_numpy(mask[i:i + 8]).to(self.device) if mask is not None else None
-                t, c = next_token_nll(self.model, window, m, autocast=self.autocast)
-                total, count = total + t, count + c
-            out[f"loss/{name}"] = total / max(count, 1)
+                s, c = next_token_nll(self.model, window, m, autocast=self.autocast)
+                sums, counts = sums + s, counts + c
+            out[f"loss/{name}"] = sum(sums) / max(sum(counts), 1)
+            per_window[name] = [s / c for s, c in zip(sums, counts) if c]
         out["memorization_gap"] = out["loss/heldout"] - out["loss/seen"]
+        if all(len(v) > 1 for v in per_window.values()):
+            out["memorization_gap_se"] = math.sqrt(sum(statistics.variance(v) / len(v) for v in per_window.values()))
         return out
 
     @property

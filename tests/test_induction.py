@@ -53,6 +53,16 @@ def test_story_generator_is_deterministic_and_within_bounds():
     assert generate_story(3, 0).text != generate_story(4, 0).text
 
 
+def test_parallel_generation_equals_serial(monkeypatch):
+    from generators.induction import task as task_mod
+
+    serial = task_mod.generate_records(3, 25, 80, 300)
+    monkeypatch.setattr(task_mod, "PARALLEL_STORIES", 10)
+    monkeypatch.setattr(task_mod, "CHUNK_STORIES", 6)  # 5 chunks over worker processes
+    monkeypatch.setattr(task_mod.os, "cpu_count", lambda: 2)
+    assert task_mod.generate_records(3, 25, 80, 300) == serial
+
+
 def test_build_is_deterministic_and_standalone(small):
     task, train, enc, test = small
     other = InductionTask(InductionConfig(**SMALL))

@@ -51,6 +51,7 @@ def test_memorization_gap_opens_only_when_the_data_repeats(tmp_path):
     assert small["history"][-1]["epoch"] > 10
     assert final["memorization_gap"] > 0.5, final
     assert final["loss/seen"] < final["loss/heldout"] - 0.5
+    assert final["memorization_gap"] > 4 * final["memorization_gap_se"] > 0  # far beyond chance
     # ... while a single pass over 400 stories (each window seen at most once) keeps it near zero.
     single = _run(tmp_path, "single", {"train.steps": 40})
     assert single["history"][-1]["epoch"] < 1.0

@@ -26,7 +26,10 @@ Example:
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+import os
 import random
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import tiktoken
@@ -41,6 +44,34 @@ from .corpus import annotate, corpus_stats, find_names, mentions, read_stories_f
 from .names import name_list, name_pool, two_token_split
 from .stories import generate_story
 
+def _records(seed: int, lo: int, hi: int, min_words: int, max_words: int) -> list[dict]:
+    return [{"text": st.text, "names": list(st.names)}
+            for st in (generate_story(seed, i, min_words, max_words) for i in range(lo, hi))]
+
+
+def generate_records(seed: int, count: int, min_words: int, max_words: int) -> list[dict]:
+    """Training records ``{"text", "names"}`` of stories 0..count-1 of stream ``seed``.
+
+    Large corpora are generated on all cores (``spawn`` worker processes,
+    ``CHUNK_STORIES`` stories a task); every story depends on (seed, index) alone, so the
+    result is the same however it is split.
+
+    Example:
+        >>> generate_records(0, 2, 80, 300) == [generate_records(0, 1, 80, 300)[0], _records(0, 1, 2, 80, 300)[0]]
+        True
+    """
+    workers = min(os.cpu_count() or 1, 16)
+    if count < PARALLEL_STORIES or workers < 2:
+        return _records(seed, 0, count, min_words, max_words)
+    bounds = [(lo, min(lo + CHUNK_STORIES, count)) for lo in range(0, count, CHUNK_STORIES)]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = pool.map(_records, *zip(*[(seed, lo, hi, min_words, max_words) for lo, hi in bounds]))
+        return [r for part in parts for r in part]
+
+
+# Corpora of at least this many generated stories are generated on all cores, this many a task.
+PARALLEL_STORIES = 40_000
+CHUNK_STORIES = 10_000
 # Test stories are generated from this index on, far from any training index.
 TEST_INDEX_BASE = 1 << 40
 # Size of the pool of made-up two-token names that test stories draw from, and the least we accept.
@@ -185,10 +216,7 @@ class InductionTask(Task):
             names = name_list()
             train = [{"text": t, "names": find_names(t, names)} for t in texts]
         else:
-            train = []
-            for i in range(cfg.train_stories):
-                st = generate_story(seed, i, cfg.min_words, cfg.max_words)
-                train.append({"text": st.text, "names": list(st.names)})
+            train = generate_records(seed, cfg.train_stories, cfg.min_words, cfg.max_words)
         self._train[seed] = train
         return train
 
