@@ -201,6 +201,42 @@ def _sizes_table(frame: pd.DataFrame) -> str:
                    "total params", "seeds finished"], rows)
 
 
+GAP, GAP_SE = "memorization_gap", "memorization_gap_se"
+
+
+def memorization_lines(frame: pd.DataFrame) -> list[str]:
+    """The memorization check over the runs: which ones memorized their training data.
+
+    A run is flagged when its ``memorization_gap`` (next-token loss on
+    held-out training-stream windows minus on windows it trained on, nats)
+    is above 0.1 and above 3 standard errors. Empty if no run records it.
+
+    Example:
+        >>> f = pd.DataFrame({"size": ["1M", "30M"], "n": [1, 1], "seed": [0, 0],
+        ...                   "memorization_gap": [0.06, 0.9], "memorization_gap_se": [0.045, 0.05]})
+        >>> print(memorization_lines(f)[-1].splitlines()[-1])
+        | 30M | 1 | 0 | 0.900 | 0.050 |
+        >>> memorization_lines(f.iloc[:1])[-1][:16]
+        'No run memorized'
+    """
+    if GAP not in frame or frame[GAP].isna().all():
+        return []
+    gap = frame[GAP]
+    se = frame[GAP_SE].fillna(0) if GAP_SE in frame else pd.Series(0.0, index=frame.index)
+    flagged = frame[(gap > 0.1) & (gap > 3 * se)]
+    lines = [f"`{GAP}` is the next-token loss on training-stream windows no run trained on minus the loss on "
+             f"windows it did (nats; see the lab README). Over {int(gap.notna().sum())} runs it ranges from "
+             f"{gap.min():.3f} to {gap.max():.3f}.", ""]
+    if flagged.empty:
+        return lines + ["No run memorized its training data: every gap is below 0.1 nats or within 3 standard errors "
+                        "of zero."]
+    lines += [f"**{len(flagged)} run(s) memorized part of their training data** (gap above 0.1 nats and 3 standard "
+              "errors); their results may reflect memorization rather than learning:", ""]
+    rows = [[r["size"], int(r["n"]), int(r["seed"]) if "seed" in r and pd.notna(r["seed"]) else "–", f"{r[GAP]:.3f}",
+             f"{se[i]:.3f}"] for i, r in flagged.iterrows()]
+    return lines + [_table(["size", "n", "seed", "gap", "s.e."], rows)]
+
+
 def _missing_section(data: StudyData) -> list[str]:
     done, missing = data.completed or len(data.frame), len(data.missing)
     lines = [f"{done} of {done + missing} runs finished; {missing} missing."]
@@ -351,6 +387,10 @@ def render(data: StudyData, frame: pd.DataFrame, *, figures: dict, skipped: list
         cols = dict(sorted(cols.items(), key=lambda kv: (0, int(kv[0])) if kv[0].isdigit() else (1, kv[0])))
         unit = " (%, mean ± sd over seeds)" if is_rate(family) else " (mean ± sd over seeds)"
         out += [f"### `{family}` by {key}{unit}", "", family_table(frame, cols), ""]
+
+    memo = memorization_lines(frame)
+    if memo:
+        out += ["## Memorization check", ""] + memo + [""]
 
     out += ["## Significance: n > 1 against n = 1", ""]
     table, tested = significance_table(frame, headline_metrics(data))

@@ -131,7 +131,9 @@ def build_induction(root, storage, name="induct"):
                 run_dir = root / name / f"{size}-n{n}-s{seed}"
                 write_run(run_dir, n, seed, steps=250)
                 s = induction_success(size, n, seed)
+                gap = 0.9 if (size, n, seed) == ("10M", 2, 1) else 0.02  # one run memorized
                 metrics = {"induction_success": s, "name_first_token_accuracy": 0.1,
+                           "memorization_gap": gap, "memorization_gap_se": 0.04,
                            **{f"induction_success/head={i}": s / i for i in range(1, n + 1)}}
                 best = {**metrics, "induction_success": s + 0.01}
                 study.add_trial(create_trial(value=s, user_attrs=trial_attrs("induction", size, n, seed, metrics,
@@ -384,6 +386,10 @@ def test_report_for_induction_has_the_qualitative_reference(lab_dir):
     assert "best checkpoint" in text and "advantage disappears from 100M up" in text
     assert "| 1M | 983k | 4.0 | 29.0 | +25.0 pp | n = 2 far better |" in text  # best = final + 1 point
     assert "| 10M |" in text and "### `induction_success` by head (%" in text
+    # the memorization check names the one run that memorized, and no other
+    section = text.split("## Memorization check")[1].split("\n## ")[0]
+    assert "1 run(s) memorized" in section and "| 10M | 2 | 1 | 0.900 | 0.040 |" in section
+    assert section.count("| 0.900 |") == 1 and "0.020 |" not in section
 
 
 def test_metric_table_spread():
