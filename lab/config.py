@@ -207,11 +207,14 @@ class RunConfig:
 
         task = dict(d["task"])
         name = task.pop("name")
+        train = dict(d.get("train", {}))
+        # Runs saved before held-out windows existed trained on every window: keep their data order on resume.
+        train.setdefault("heldout_windows", 0)
         return cls(
             task_name=name,
             task=build_dataclass(registry.get(name).Config, task, where="task"),
             model=build_dataclass(ModelConfig, d.get("model", {}), where="model"),
-            train=build_dataclass(TrainConfig, d.get("train", {}), where="train"),
+            train=build_dataclass(TrainConfig, train, where="train"),
         )
 
     def to_json(self) -> str:

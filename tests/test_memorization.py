@@ -58,3 +58,14 @@ def test_memorization_gap_opens_only_when_the_data_repeats(tmp_path):
     assert abs(single["metrics"]["memorization_gap"]) < 0.15, single["metrics"]
     # the gap is tracked at every eval, not only at the end
     assert all("memorization_gap" in h["metrics"] for h in single["history"])
+
+
+def test_runs_saved_before_heldout_windows_keep_their_data_order():
+    from lab.config import RunConfig
+
+    cfg = build_run_config("polyarith", {"train.steps": 3})
+    assert cfg.train.heldout_windows == 32
+    old = cfg.to_dict()
+    del old["train"]["heldout_windows"]  # a config.json written before the field existed
+    assert RunConfig.from_dict(old).train.heldout_windows == 0
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
