@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -82,16 +83,17 @@ def _log(msg: str, quiet: bool) -> None:
 BUILD_CHUNK = 20_000  # training documents tokenized at a time
 
 
-def _encode_chunk(task, enc, records: list, threads: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _encode_chunk(task, enc, records: list, threads: int, masked: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """Token stream ``<eot> doc <eot> doc ...`` of some records (int64) and its target mask (uint8).
 
-    The mask is None unless the task marks context parts (``Task.context``);
-    then the end-of-text token and each record's context are not targets
-    (mask 0). Context and the rest are tokenized apart, so the boundary is exact.
+    With ``masked`` (the task marks context parts, ``Task.context``), the
+    end-of-text token and each record's context are not targets (mask 0);
+    context and the rest are tokenized apart, so the boundary is exact.
+    Otherwise the mask is None: every token is a target.
     """
     docs = [task.document(r) for r in records]
-    contexts = [task.context(r) for r in records]
-    if any(contexts):
+    if masked:
+        contexts = [task.context(r) for r in records]
         for c, d in zip(contexts, docs):
             if not d.startswith(c):
                 raise ValueError(f"task {task.name}: context {c!r} is not a prefix of its document {d!r}")
@@ -128,21 +130,17 @@ def build_dataset(task, data_seed: int, out: Path, *, quiet: bool = False) -> No
     try:
         # Tokenized a chunk at a time and streamed to disk: peak memory stays at one chunk of
         # Python token lists however large the corpus (a list of ints costs ~36 bytes a token).
-        chunks = [(lo, train[lo:lo + BUILD_CHUNK]) for lo in range(0, len(train), BUILD_CHUNK)]
         masked = any(task.context(r) for r in train)  # a mask stream only if some record has context
         size = target_tokens = 0
-        with open(tmp / "train.bin", "wb") as f_tok, open(tmp / "train_mask.bin", "wb") as f_mask:
-            for lo, records in chunks:
-                tokens, mask = _encode_chunk(task, enc, records, threads)
-                if masked and mask is None:  # a chunk without context parts: all targets but end-of-text
-                    mask = (tokens != enc.eot_token).astype(np.uint8)
+        with open(tmp / "train.bin", "wb") as f_tok, \
+                (open(tmp / "train_mask.bin", "wb") if masked else contextlib.nullcontext()) as f_mask:
+            for lo in range(0, len(train), BUILD_CHUNK):
+                tokens, mask = _encode_chunk(task, enc, train[lo:lo + BUILD_CHUNK], threads, masked)
                 tokens.astype(dtype).tofile(f_tok)
                 size += tokens.size
                 if masked:
                     mask.tofile(f_mask)
                 target_tokens += int(mask.sum()) if masked else tokens.size
-        if not masked:
-            (tmp / "train_mask.bin").unlink()
         save_encoding(enc, tmp / "tokenizer.json")
         with open(tmp / "test.jsonl", "w") as f:
             for r in test:

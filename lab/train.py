@@ -217,8 +217,7 @@ class _Run:
         metrics.update(self.memorization())
         self.model.train()
         entry = {"step": self.step, "tokens": self.tokens_seen, "epoch": round(self.windows.epochs(self.position), 4),
-                 "metrics": metrics,
-                 "eval_seconds": round(time.time() - t0, 2), "final": final}
+                 "metrics": metrics, "eval_seconds": round(time.time() - t0, 2), "final": final}
         self.history.append(entry)
         objective = self.task.objective
         if objective in metrics and _is_better(metrics[objective], self.best and self.best["metrics"].get(objective),
@@ -248,7 +247,8 @@ class _Run:
                 window = torch.from_numpy(tokens[i:i + 8]).to(self.device)
                 m = torch.from_numpy(mask[i:i + 8]).to(self.device) if mask is not None else None
                 s, c = next_token_nll(self.model, window, m, autocast=self.autocast)
-                sums, counts = sums + s, counts + c
+                sums += s
+                counts += c
             out[f"loss/{name}"] = sum(sums) / max(sum(counts), 1)
             per_window[name] = [s / c for s, c in zip(sums, counts) if c]
         out["memorization_gap"] = out["loss/heldout"] - out["loss/seen"]

@@ -154,3 +154,21 @@ def test_missing_and_corrupt_checkpoints(tmp_path, capsys):
     _one_line_error(capsys, ["eval", str(out)], "no checkpoint")
     (out / "config.json").write_text("{not json")
     _one_line_error(capsys, ["eval", str(out)], "is corrupt")
+
+
+def test_chunked_dataset_build_equals_one_chunk(tmp_path, monkeypatch):
+    import numpy as np
+
+    from generators import registry
+    from lab import data
+
+    def build(root):
+        task = registry.create("polyarith", {"train_examples": 500, "test_per_op": 2})  # masked: answer-only loss
+        return data.prepare(task, 0, root=root, quiet=True)
+
+    whole = build(tmp_path / "whole")
+    monkeypatch.setattr(data, "BUILD_CHUNK", 37)  # 14 chunks, boundaries mid-stream
+    chunked = build(tmp_path / "chunked")
+    assert np.array_equal(whole.train_tokens, chunked.train_tokens)
+    assert np.array_equal(whole.train_mask, chunked.train_mask)
+    assert whole.meta["target_tokens"] == chunked.meta["target_tokens"] == int(chunked.train_mask.sum())

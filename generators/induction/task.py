@@ -44,6 +44,11 @@ from .corpus import annotate, corpus_stats, find_names, mentions, read_stories_f
 from .names import name_list, name_pool, two_token_split
 from .stories import generate_story
 
+# Corpora of at least this many generated stories are generated on all cores, this many a task.
+PARALLEL_STORIES = 40_000
+CHUNK_STORIES = 10_000
+
+
 def _records(seed: int, lo: int, hi: int, min_words: int, max_words: int) -> list[dict]:
     return [{"text": st.text, "names": list(st.names)}
             for st in (generate_story(seed, i, min_words, max_words) for i in range(lo, hi))]
@@ -69,9 +74,6 @@ def generate_records(seed: int, count: int, min_words: int, max_words: int) -> l
         return [r for part in parts for r in part]
 
 
-# Corpora of at least this many generated stories are generated on all cores, this many a task.
-PARALLEL_STORIES = 40_000
-CHUNK_STORIES = 10_000
 # Test stories are generated from this index on, far from any training index.
 TEST_INDEX_BASE = 1 << 40
 # Size of the pool of made-up two-token names that test stories draw from, and the least we accept.
