@@ -123,6 +123,7 @@ def _one_line_error(capsys, argv, needle):
     (["train", "--set", "model.nheads=3", "--out", "{out}"], "unknown config key 'model.nheads'"),
     (["train", "--set", "lr=3", "--out", "{out}"], "bad config key 'lr'"),
     (["train", "--loss-weights", "1,1,1", "--n", "2", "--out", "{out}"], "loss_weights has 3 entries"),
+    (["train", "--set", "train.heldout_windows=-1", "--out", "{out}"], "heldout_windows must be >= 0"),
     (["train", "--device", "cuda", "--out", "{out}"], "CUDA is not available"),
     (["train", "--bogus-flag"], "unrecognized arguments"),
     (["train"], "train needs --out"),
