@@ -81,6 +81,8 @@ class Task:
     in_domain: ClassVar[tuple[str, ...]] = ()
     ood: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
+    # A task that also builds "valid" (disjoint from train and test) gets checkpoints and learning
+    # rates chosen on it: the trainer scores it beside test, as ``valid/<metric>``.
     splits: ClassVar[tuple[str, ...]] = ("train", "test")
     default_context: ClassVar[int] = 256  # train.context when the user leaves it at 0
 
@@ -124,6 +126,13 @@ class Task:
     def stats(self, examples: list[dict], enc) -> dict[str, float]:
         """Optional dataset statistics for ``mtplab generate --stats``."""
         return {"examples": float(len(examples))}
+
+    def milestones(self, history: list[dict]) -> dict:
+        """Optional: when the run learned something, from its eval history (see :mod:`lab.milestones`).
+
+        Stored in ``eval.json`` as ``milestones``; default: none.
+        """
+        return {}
 
 
 def register(cls: type[Task]) -> type[Task]:

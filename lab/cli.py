@@ -166,8 +166,12 @@ def cmd_train(args) -> int:
         summary = run(config, Path(args.out))
     print(format_metrics(summary["metrics"], title=f"final eval at step {summary['step']} ({summary['run_dir']})"))
     if summary["best"]:
-        obj = summary["objective"]
-        print(f"best {obj}: {summary['best']['metrics'].get(obj, float('nan')):.4f} at step {summary['best']['step']}")
+        obj, best = summary["objective"], summary["best"]
+        how = "chosen on validation" if summary["selection"].startswith("valid/") else "chosen on test (no validation split)"
+        print(f"best checkpoint ({how}): step {best['step']}, test {obj} = {best['metrics'].get(obj, float('nan')):.4f}")
+    for key, value in summary.get("milestones", {}).items():
+        if key.startswith("tokens_to_"):
+            print(f"{key}: {'not reached' if value is None else f'{value:,.0f} tokens'}")
     return 0
 
 

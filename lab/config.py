@@ -27,7 +27,11 @@ from lab.errors import UserError
 
 # The paper's size ladder (Table S14): d_model, layers (trunk + heads), attention heads.
 # Non-embedding parameters ~ 12 * layers * d_model^2, which is where the names come from.
+# 0.1M and 0.3M are ours, below the paper's smallest, for CPU grids: the same 12 d^2 per layer,
+# 4 layers (so n = 2 and 4 fit with parameter matching) and attention heads of 24 and 20 dimensions.
 SIZES: dict[str, tuple[int, int, int]] = {
+    "0.1M": (48, 4, 2),
+    "0.3M": (80, 4, 4),
     "1M": (128, 5, 4),
     "3M": (256, 4, 8),
     "10M": (384, 6, 8),

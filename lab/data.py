@@ -12,6 +12,7 @@ of both::
         train_mask.bin   (only if the task has context-only prefixes, see Task.context)
                          uint8, 1 where the token is a loss target
         test.jsonl       the evaluation records
+        valid.jsonl      (only if the task has a "valid" split) records to choose checkpoints on
 
 The folder is built under a temporary name and renamed into place, so a
 crash or a bad input never leaves a half-written cache entry, and two
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import os
 import shutil
@@ -49,7 +51,7 @@ from lab.config import config_hash
 from lab.errors import UserError
 from lab.tokenizers import load_encoding, save_encoding
 
-DATA_VERSION = 2  # bump when the on-disk format or a generator's output changes
+DATA_VERSION = 3  # bump when the on-disk format changes (a task's code is hashed into the key by itself)
 
 
 def cache_root() -> Path:
@@ -67,11 +69,30 @@ class Dataset:
     test: list[dict]
     meta: dict
     train_mask: np.ndarray | None = None  # memmap, 1-D uint8: 1 = loss target; None = every token
+    valid: list[dict] | None = None  # validation records (tasks with a "valid" split), else None
 
 
-def dataset_key(task_name: str, task_config, data_seed: int) -> str:
-    """Cache key: task name + hash of its config and seed (and the format version)."""
-    blob = {"task": task_name, "config": dataclasses.asdict(task_config), "seed": data_seed, "v": DATA_VERSION}
+def task_code_hash(task) -> str:
+    """Hash of the source of the task's module (its whole package, for a task that is one).
+
+    Part of the cache key: edit a task's ``document()`` or generator and the next
+    run builds a fresh dataset instead of training on tokens the old code made.
+
+    Example:
+        >>> from generators import registry
+        >>> len(task_code_hash(registry.create("polyarith", {})))
+        16
+    """
+    path = Path(inspect.getfile(type(task)))
+    files = sorted(path.parent.glob("*.py")) if path.name == "__init__.py" or (
+        path.parent.name != "generators" and (path.parent / "__init__.py").exists()) else [path]
+    return config_hash([f.read_text() for f in files])
+
+
+def dataset_key(task_name: str, task_config, data_seed: int, code: str = "") -> str:
+    """Cache key: task name + hash of its config, seed, code hash and the format version."""
+    blob = {"task": task_name, "config": dataclasses.asdict(task_config), "seed": data_seed, "v": DATA_VERSION,
+            "code": code}
     return f"{task_name}-{config_hash(blob)}"
 
 
@@ -124,6 +145,7 @@ def build_dataset(task, data_seed: int, out: Path, *, quiet: bool = False) -> No
         raise UserError(f"task {task.name} produced no training examples; check its config")
     enc = task.make_tokenizer(train)
     test = task.build("test", data_seed)
+    valid = task.build("valid", data_seed) if "valid" in task.splits else None
     dtype = np.uint16 if enc.n_vocab <= 65536 else np.uint32
     threads = os.cpu_count() or 1
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -142,12 +164,15 @@ def build_dataset(task, data_seed: int, out: Path, *, quiet: bool = False) -> No
                     mask.tofile(f_mask)
                 target_tokens += int(mask.sum()) if masked else tokens.size
         save_encoding(enc, tmp / "tokenizer.json")
-        with open(tmp / "test.jsonl", "w") as f:
-            for r in test:
-                f.write(json.dumps(r) + "\n")
+        for split, records in (("test", test), ("valid", valid)):
+            if records is not None:
+                with open(tmp / f"{split}.jsonl", "w") as f:
+                    for r in records:
+                        f.write(json.dumps(r) + "\n")
         meta = {
             "task": task.name, "config": dataclasses.asdict(task.config), "seed": data_seed,
             "version": DATA_VERSION, "train_examples": len(train), "test_examples": len(test),
+            "valid_examples": len(valid) if valid is not None else 0, "code_hash": task_code_hash(task),
             "train_tokens": size, "dtype": np.dtype(dtype).name, "n_vocab": enc.n_vocab,
             "masked": masked, "target_tokens": target_tokens,
             "tokenizer_hash": config_hash((tmp / "tokenizer.json").read_text()),
@@ -177,7 +202,7 @@ def prepare(task, data_seed: int = 0, *, root: Path | None = None, quiet: bool =
     """
     root = Path(root) if root else cache_root()
     root.mkdir(parents=True, exist_ok=True)
-    path = root / dataset_key(task.name, task.config, data_seed)
+    path = root / dataset_key(task.name, task.config, data_seed, task_code_hash(task))
     if not (path / "meta.json").exists():
         build_dataset(task, data_seed, path, quiet=quiet)
     try:
@@ -187,9 +212,16 @@ def prepare(task, data_seed: int = 0, *, root: Path | None = None, quiet: bool =
         mask = np.memmap(path / "train_mask.bin", dtype=np.uint8, mode="r") if meta.get("masked") else None
         with open(path / "test.jsonl") as f:
             test = [json.loads(line) for line in f]
+        valid = None
+        if meta.get("valid_examples"):
+            with open(path / "valid.jsonl") as f:
+                valid = [json.loads(line) for line in f]
+        expected = meta["train_tokens"] * np.dtype(meta["dtype"]).itemsize
+        if (path / "train.bin").stat().st_size != expected:
+            raise ValueError(f"train.bin has {(path / 'train.bin').stat().st_size} bytes, meta.json says {expected}")
     except (OSError, ValueError, KeyError) as e:
         raise UserError(f"dataset cache {path} is unreadable ({e}); delete that folder to rebuild it") from None
-    return Dataset(path=path, enc=enc, train_tokens=tokens, test=test, meta=meta, train_mask=mask)
+    return Dataset(path=path, enc=enc, train_tokens=tokens, test=test, meta=meta, train_mask=mask, valid=valid)
 
 
 class WindowOrder:

@@ -175,7 +175,10 @@ class _Run:
         self.eval_every = tc.eval_interval or max(1, -(-self.total // 5))  # ceil: no eval right before the final one
         self.ckpt_every = tc.checkpoint_interval or self.eval_every
         self._agreement_windows = None  # test text for the acceptance estimate, tokenized once
-        self.step, self.position, self.history, self.best = 0, 0, [], None
+        self.step, self.position, self.history, self.best, self.best_by_test = 0, 0, [], None, None
+        # checkpoints are chosen on validation when the task has a validation split, else on test (the paper)
+        self.selection = f"valid/{self.task.objective}" if self.data.valid else self.task.objective
+        self.on_eval = None  # callback(step, objective value) after each eval: sweeps report it to Optuna
         self.finished = False
         if resume:
             self._restore()
@@ -185,7 +188,7 @@ class _Run:
         return {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "step": self.step, "position": self.position, "history": self.history, "best": self.best,
-            "finished": self.finished, "rng": ckpt.rng_state(), "config": self.config.to_dict(),
+            "best_by_test": self.best_by_test, "finished": self.finished, "rng": ckpt.rng_state(), "config": self.config.to_dict(),
         }
 
     def _restore(self) -> None:
@@ -197,6 +200,7 @@ class _Run:
             raise UserError(f"checkpoint in {self.run_dir} does not match its config ({str(e).splitlines()[0]})") from None
         self.step, self.position = state["step"], state["position"]
         self.history, self.best, self.finished = state["history"], state["best"], state.get("finished", False)
+        self.best_by_test = state.get("best_by_test", self.best)
         ckpt.set_rng_state(state["rng"])
         # Drop log lines written after the checkpoint: they will be written again, identically.
         log = self.run_dir / "metrics.jsonl"
@@ -206,9 +210,18 @@ class _Run:
 
     # ---- evaluation ----
     def evaluate(self, final: bool) -> dict:
+        """Score test (and validation, as ``valid/<name>``), track the selected checkpoints, write eval.json.
+
+        ``best`` is chosen on ``valid/<objective>`` when the task has a
+        validation split (never on test); ``best_by_test`` is the paper's
+        choice (best test objective over training), kept for comparison.
+        """
         limit = None if final else (self.config.train.eval_examples or None)
         t0 = time.time()
         metrics = self.task.evaluate(self.model, self.data.test, self.data.enc, self.device, limit=limit)
+        if self.data.valid:
+            valid = self.task.evaluate(self.model, self.data.valid, self.data.enc, self.device, limit=limit)
+            metrics.update({f"valid/{k}": v for k, v in valid.items()})
         if self.config.model.n > 1:  # a cheap estimate of self-speculative acceptance (lab.speculative)
             if self._agreement_windows is None:
                 self._agreement_windows = agreement_windows(self.task, self.data.test, self.data.enc,
@@ -220,13 +233,22 @@ class _Run:
                  "metrics": metrics, "eval_seconds": round(time.time() - t0, 2), "final": final}
         self.history.append(entry)
         objective = self.task.objective
-        if objective in metrics and _is_better(metrics[objective], self.best and self.best["metrics"].get(objective),
+        chosen = {"step": self.step, "tokens": self.tokens_seen, "metrics": metrics}
+        if objective in metrics and _is_better(metrics[objective], (self.best_by_test or {}).get("metrics", {}).get(objective),
                                                self.task.direction):
-            self.best = {"step": self.step, "metrics": metrics}
+            self.best_by_test = chosen
+        if self.selection in metrics and _is_better(metrics[self.selection],
+                                                    (self.best or {}).get("metrics", {}).get(self.selection),
+                                                    self.task.direction):
+            self.best = chosen
         ckpt.write_json(self.run_dir / "eval.json", {
             "step": self.step, "metrics": metrics, "final": final, "objective": objective,
-            "direction": self.task.direction, "best": self.best, "history": self.history,
+            "direction": self.task.direction, "selection": "valid" if self.data.valid else "test",
+            "best": self.best, "best_by_test": self.best_by_test,
+            "milestones": self.task.milestones(self.history), "history": self.history,
         })
+        if self.on_eval is not None:
+            self.on_eval(self.step, metrics)
         return metrics
 
     def memorization(self) -> dict:
@@ -328,19 +350,22 @@ class _Run:
                 if bar:
                     bar.write(f"step {self.step}: {self.task.objective} = {metrics.get(self.task.objective, float('nan')):.4f}")
                 self.finished = last
-                t_last = time.time()  # do not count eval time in tokens/s
+                t_last, tok_last = time.time(), self.tokens_seen  # eval time and the tokens before it are not a rate
             if self.step % self.ckpt_every == 0 or last or evaluated:
                 ckpt.save_checkpoint(self.run_dir, self._state())
         if bar:
             bar.close()
 
 
-def run(config: RunConfig, run_dir: str | Path, *, resume: bool = False, quiet: bool = False) -> dict:
+def run(config: RunConfig, run_dir: str | Path, *, resume: bool = False, quiet: bool = False,
+        on_eval=None) -> dict:
     """Train (or resume) one run into ``run_dir``; returns the run's summary.
 
     Without ``resume``, ``run_dir`` must not hold a run already (UserError).
     With ``resume``, the config stored in ``run_dir`` is used and the run
     continues from its checkpoint (a finished run is only summarised).
+    ``on_eval(step, metrics)`` is called after every eval (sweeps report the
+    objective to Optuna as an intermediate value).
     """
     run_dir = Path(run_dir)
     if resume:
@@ -353,6 +378,7 @@ def run(config: RunConfig, run_dir: str | Path, *, resume: bool = False, quiet: 
         raise UserError(f"--out {run_dir} exists and is not a folder")
     t0 = time.time()
     r = _Run(config, run_dir, resume=resume and (run_dir / ckpt.CHECKPOINT).exists(), quiet=quiet)
+    r.on_eval = on_eval
     if not quiet:
         c = r.counts
         print(f"model: {config.model.size} d_model={config.model.d_model} layers={config.model.layers} "
@@ -370,6 +396,7 @@ def run(config: RunConfig, run_dir: str | Path, *, resume: bool = False, quiet: 
     final = r.history[-1] if r.history else {"metrics": {}}
     return {
         "step": r.step, "tokens_seen": r.tokens_seen, "metrics": final["metrics"], "best": r.best,
+        "best_by_test": r.best_by_test, "milestones": r.task.milestones(r.history), "selection": r.selection,
         "objective": r.task.objective, "direction": r.task.direction, "params": r.counts,
         "device": str(r.device), "wall_seconds": round(time.time() - t0, 2), "run_dir": str(run_dir),
     }

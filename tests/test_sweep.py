@@ -227,6 +227,19 @@ def test_search_space_trials_get_their_own_folders(lab_dir):
     assert len(set(lrs.values())) == 2
 
 
+def test_every_eval_reaches_optuna_as_an_intermediate_value(lab_dir):
+    spec = write(lab_dir / "curves.yaml", TINY.replace("grid: {n: [1, 2], seed: [0, 1]}", "grid: {n: [2]}")
+                 .replace("train.eval_interval: 1000", "train.eval_interval: 1"))
+    assert main(["sweep", "run", str(spec)]) == 0
+    (t,) = load(lab_dir / "runs/curves/journal.log", "curves").get_trials()
+    history = json.loads((Path(t.user_attrs["run_dir"]) / "eval.json").read_text())["history"]
+    key = "valid/accuracy/in_domain" if "valid/accuracy/in_domain" in history[-1]["metrics"] else "accuracy/in_domain"
+    assert t.intermediate_values == {e["step"]: e["metrics"][key] for e in history}
+    assert sorted(t.intermediate_values) == [1, 2, 3] and t.value == t.intermediate_values[3]
+    for attr in ("best_by_test_metrics", "best_by_test_step", "milestones", "selection"):
+        assert attr in t.user_attrs, attr
+
+
 def test_journal_pop_is_atomic(tmp_path):
     """Optuna's pop of a WAITING trial, the primitive claims rest on, never hands one trial to two processes."""
     import optuna

@@ -224,7 +224,7 @@ def _pronounceable(name: str) -> bool:
 
 
 def name_pool(enc, forbidden: set[str], seed: int, size: int, *, train_tokens: set[int] | None = None,
-                   max_tries: int = 100_000) -> list[str]:
+                   max_tries: int = 100_000, salt: str = "test-names") -> list[str]:
     """Up to ``size`` made-up names that are two tokens under ``enc`` (see :func:`two_token_split`).
 
     Candidates are random syllable names (:func:`random_name`) and, if fewer
@@ -232,7 +232,9 @@ def name_pool(enc, forbidden: set[str], seed: int, size: int, *, train_tokens: s
     lower-case vocabulary token. ``forbidden`` holds lower-case words the name must not be
     (training names and every word of the training corpus). With
     ``train_tokens`` given, every token of the name (both forms) must also
-    occur in training. Deterministic in (enc, forbidden, seed, size). Returns
+    occur in training. Deterministic in (enc, forbidden, seed, size, salt): the
+    validation split draws its pool with another ``salt`` and the test names
+    forbidden, so the two pools are disjoint. Returns
     fewer names if the tokenizer has too few merges to make enough.
 
     Example:
@@ -240,7 +242,7 @@ def name_pool(enc, forbidden: set[str], seed: int, size: int, *, train_tokens: s
         >>> name_pool(byte_encoding(), set(), 0, 5, max_tries=100)
         []
     """
-    rng = random.Random(f"test-names:{seed}")
+    rng = random.Random(f"{salt}:{seed}")
     syllables = (random_name(rng) for _ in range(max_tries))
     pool: list[str] = []
     seen: set[str] = set()

