@@ -1,45 +1,37 @@
-"""Polynomial arithmetic in F7[X]/(X^5) (Gloeckle et al. 2024, section 4.2).
+"""Polynomial arithmetic in F_p[X]/(X^k) (Gloeckle et al. 2024, section 4.2).
 
 The model reads an expression over polynomials and writes the coefficients of
 its value. Difficulty is ``m``, the number of operations in the expression;
 training uses small ``m`` (in-domain) and the test set also has larger ``m``
 (out-of-domain).
 
-**The ring.** Elements are polynomials of degree < 5 with coefficients in
-F7 = {0..6}, stored as their 5 coefficients ``[c0, c1, c2, c3, c4]`` (``ci``
-is the coefficient of X^i). This list is the canonical representative of a
-class of F7[X]/(X^5). The four operations are
+**The ring and the knobs.** Elements are polynomials of degree < ``k`` with
+coefficients in F_p = {0..p-1}, stored as their ``k`` coefficients
+``[c0, ..., c_{k-1}]``. The paper's ring, and the default, is F7[X]/(X^5)
+(``p = 7``, ``k = 5``). The operations are ``neg`` (``-a``), ``add``
+(``a + b``), ``mul`` (``a * b`` mod X^k) and ``compose`` (``a @ b = a(b(X))
+mod X^k``, a formal substitution: ``b`` may have a constant term), all with
+coefficients mod p; :mod:`generators.polyring` implements them and explains
+why compose is well defined. Three config fields set the difficulty besides
+``m``:
 
-* ``neg``: ``-p``, coefficient-wise mod 7;
-* ``add``: ``p + q``, coefficient-wise mod 7;
-* ``mul``: ``p * q`` with the terms of degree >= 5 dropped (product mod X^5);
-* ``compose``: ``p @ q = p(q(X)) mod X^5``: substitute the polynomial ``q``
-  for ``X`` in ``p``, expand, reduce coefficients mod 7 and drop the terms of
-  degree >= 5.
-
-*Why compose is well defined.* Reduction mod X^5, ``F7[X] -> F7[X]/(X^5)``,
-is a ring homomorphism, and substituting any element ``q`` of a commutative
-ring for ``X`` in a polynomial ``p`` (the evaluation map ``p -> p(q)``) is a
-ring homomorphism too. Hence ``p(q) mod X^5`` depends only on ``q mod X^5``:
-if ``q' = q + X^5 s`` then every power ``q'^k`` equals ``q^k`` mod X^5, so
-``sum ck q'^k = sum ck q^k`` mod X^5. It also means the result can be computed
-entirely inside the ring (Horner's rule with truncated products, as
-:func:`compose` does), giving the same answer as expanding in F7[X] and
-truncating at the end. The substitution is *formal*: ``q`` may have a
-nonzero constant term (``q(0) != 0`` is allowed; e.g. ``X^2 @ (1 + X) =
-1 + 2X + X^2``). Because ``p`` has degree < 5, ``p(q)`` is a finite sum and
-nothing needs ``q(0) = 0`` to converge. One subtlety: the result depends on
-``p`` through its canonical (degree < 5) representative. When ``q(0) != 0``,
-another representative ``p + X^5 s`` of the same class would give a different
-value (``X^5 @ 1 = 1`` although ``X^5 = 0`` in the ring), so compose is a map
-on coefficient lists, well defined in ``q``'s class, exactly as the task
-uses it.
+* ``p``, the modulus: a prime with one digit (2, 3, 5 or 7), so that every
+  coefficient is one character and one token;
+* ``k``, the number of coefficients (the ring is F_p[X]/(X^k), k >= 1);
+* ``ops``, the operator set: a non-empty subset of neg, add, mul, compose
+  (from the command line ``--set task.ops=neg,add``). It is a set: the order
+  given does not matter (it is stored in the order neg, add, mul, compose) and
+  naming an operator twice is an error. *Every* non-empty set can build an
+  expression with any number m >= 1 of operations (a chain of negations, or
+  m nested binary operations over m + 1 leaves), so any operator set fills
+  any m range.
 
 **Expression distribution.** ``gen(m)`` draws an expression with exactly
 ``m`` operation nodes:
 
-* ``gen(0)`` is a leaf: 5 coefficients, independent and uniform on 0..6;
-* ``gen(m)`` for m >= 1 draws the operation uniformly from the four; ``neg``
+* ``gen(0)`` is a leaf: k coefficients, independent and uniform on 0..p-1
+  (one ``randrange(p**k)``, whose base-p digits are the coefficients);
+* ``gen(m)`` for m >= 1 draws the operation uniformly from ``ops``; ``neg``
   gets one child ``gen(m-1)``; a binary operation splits the remaining
   ``m-1`` operations as ``a + b`` with ``a`` uniform on 0..m-1 and gets
   children ``gen(a)`` (left) and ``gen(b)`` (right).
@@ -47,172 +39,171 @@ uses it.
 Random draws happen in that order (operation, split, whole left subtree,
 whole right subtree). Training examples draw ``m`` uniformly in
 ``train_min_ops..train_max_ops`` first; the test set has ``test_per_op``
-examples for each ``m`` in ``test_min_ops..test_max_ops``.
+examples and the validation set ``valid_per_op`` examples for each ``m`` in
+``test_min_ops..test_max_ops``.
 
 **Serialization.** Character level, with the byte tokenizer (one character =
-one token). A polynomial is its 5 digits ``c0..c4`` written together:
-``30162`` is ``3 + X^2 + 6X^3 + 2X^4``. Operations are infix and fully
-parenthesised: ``(A+B)``, ``(A*B)``, ``(A@B)`` (meaning ``A(B(X))``);
+one token). A polynomial is its k digits ``c0..c_{k-1}`` written together:
+with k = 5, ``30162`` is ``3 + X^2 + 6X^3 + 2X^4``. Operations are infix and
+fully parenthesised: ``(A+B)``, ``(A*B)``, ``(A@B)`` (meaning ``A(B(X))``);
 negation is a prefix minus with no parentheses of its own, ``-A`` (its child
 is a leaf, a parenthesised binary operation, or another negation: ``--A``).
-The grammar is unambiguous: a minus applies to exactly the one term after it.
-The prompt is ``expression + "="``, the answer the 5 result digits, and the
-training document of an example is ``prompt + answer + "\\n"`` (the newline
-ends an example; the trainer packs documents back to back, each preceded by the
+The grammar is unambiguous: a minus applies to exactly the one term after it,
+so distinct expressions have distinct prompts. The prompt is
+``expression + "="``, the answer the k result digits, and the training
+document of an example is ``prompt + answer + "\\n"`` (the newline ends an
+example; the trainer packs documents back to back, each preceded by the
 end-of-text token). For evaluation the model is prompted with the end-of-text
-token followed by ``prompt`` (the example boundary it saw in training) and decodes greedily up to 6 tokens, stopping at ``"\\n"``; an
-example is correct when the text before the ``"\\n"`` is exactly the answer.
+token followed by ``prompt`` (the example boundary it saw in training) and
+decodes greedily up to k + 1 tokens, stopping at ``"\\n"``; an example is
+correct when the text before the ``"\\n"`` is exactly the answer.
 
-**Determinism and train/test exclusion.** Every example has its own
-``random.Random`` seeded with a string naming it (CPython seeds from strings
-via SHA-512, independent of ``PYTHONHASHSEED``):
+**Splits, determinism and exclusion.** There are three splits, ``train``,
+``valid`` and ``test``; valid and test records have the same format and
+order (sorted by m) and are scored by the same :meth:`PolyArith.evaluate`.
+Every example has its own ``random.Random`` seeded with a string naming it
+(CPython seeds from strings via SHA-512, independent of ``PYTHONHASHSEED``):
 
 * test example ``j`` of difficulty ``m``: ``"polyarith/test/{seed}/{m}/{j}"``,
   so test examples do not depend on the other test settings, and raising
   ``test_per_op`` only appends examples;
+* validation example ``j`` of difficulty ``m``, attempt ``a``:
+  ``"polyarith/valid/{seed}/{m}/{j}/{a}"``;
 * train example ``i``, attempt ``a``: ``"polyarith/train/{seed}/{i}/{a}"``.
 
-No test prompt ever appears in the train split: train example ``i`` takes the
-first attempt ``a = 0, 1, 2, ...`` whose prompt is not a test prompt (of the
-same seed and config). Collisions are real (with m = 1 a ``neg`` expression
-has only 7^5 possible prompts). :meth:`PolyArith.example` applies the same
-rule, so ``build(split, seed)[i] == example(split, seed, i)`` exactly;
-:meth:`PolyArith.draw` gives the example before exclusion. Duplicates within
-the train split, or within the test split, are not removed (i.i.d. draws).
+The splits never share a prompt: validation example ``(m, j)`` takes the
+first attempt ``a = 0, 1, 2, ...`` whose prompt is not a test prompt, and
+train example ``i`` the first attempt whose prompt is neither a test nor a
+validation prompt (of the same seed and config). Collisions are real: with
+the defaults, 72 of 200k training draws hit a test prompt and 12 a validation
+prompt, since a ``neg`` expression with m = 1 has only 7^5 prompts
+(``valid_per_op = 0`` gives the training set of the two-split version). :meth:`PolyArith.example`
+applies the same rules, so ``build(split, seed)[i] == example(split, seed,
+i)`` exactly; :meth:`PolyArith.draw` gives the example before exclusion.
+Duplicates within one split are not removed (i.i.d. draws).
+
+Small rings have few prompts (p = 2, k = 1, ops = neg has 2 prompts for every
+m), so the config is checked: for every m of the test range, the number of
+distinct prompts (:func:`count_expressions`) must exceed ``test_per_op +
+valid_per_op``, which leaves validation and training prompts to draw. A draw
+that still hits excluded prompts ``MAX_ATTEMPTS`` times in a row raises a
+:class:`~lab.errors.UserError` instead of looping on.
 
 Example:
-    >>> task = PolyArith(PolyArithConfig(train_examples=3, test_per_op=2))
+    >>> task = PolyArith(PolyArithConfig(train_examples=3, test_per_op=2, valid_per_op=2))
     >>> rec = task.example("test", 0, 0)
     >>> rec["ops"], rec["prompt"].endswith("="), len(rec["answer"])
     (1, True, 5)
     >>> task.document({"prompt": "(10000+20000)=", "answer": "30000"})
     '(10000+20000)=30000\\n'
+    >>> small = PolyArith(PolyArithConfig(p=3, k=2, ops=("add", "mul"), test_per_op=2, valid_per_op=2))
+    >>> len(small.example("valid", 0, 0)["answer"]), set(small.example("train", 0, 0)["prompt"]) <= set("012(+*)=")
+    (2, True)
 """
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, fields
 
+from generators.polyring import PRIMES, ring
 from generators.registry import Task, register
 from lab.errors import UserError
 
-P = 7  # the coefficient field F_P
-N = 5  # polynomials are taken mod X^N: N coefficients
-N_POLYS = P ** N  # 16807 elements in the ring
+P = 7  # the default modulus: coefficients in F7
+N = 5  # the default number of coefficients: polynomials mod X^5
+MAX_K = 64  # longest polynomial (digits) the config accepts
 MAX_OPS = 256  # generation recurses once per operation; keeps far from Python's recursion limit
-MAX_ATTEMPTS = 1000  # train resampling gives up (UserError) after this many test collisions in a row
+MAX_ATTEMPTS = 1000  # a valid/train draw gives up (UserError) after this many excluded prompts in a row
+LEAF_TABLE_MAX = 1 << 16  # rings up to this size keep a table of their leaves (coefficients, text)
 
 OPS = ("neg", "add", "mul", "compose")
 SYMBOL = {"add": "+", "mul": "*", "compose": "@"}
 
-
-# ---------------------------------------------------------------------------
-# Ring operations on 5-tuples of ints in 0..6
-# ---------------------------------------------------------------------------
-
-def neg(p: tuple) -> tuple:
-    """-p, coefficient-wise mod 7.
-
-    Example:
-        >>> neg((1, 0, 6, 0, 3))
-        (6, 0, 1, 0, 4)
-    """
-    return tuple((-c) % P for c in p)
-
-
-def add(p: tuple, q: tuple) -> tuple:
-    """p + q, coefficient-wise mod 7.
-
-    Example:
-        >>> add((3, 4, 0, 0, 6), (5, 3, 1, 0, 1))
-        (1, 0, 1, 0, 0)
-    """
-    return tuple((a + b) % P for a, b in zip(p, q))
-
-
-def mul(p: tuple, q: tuple) -> tuple:
-    """p * q mod X^5: the product with terms of degree >= 5 dropped.
-
-    Coefficient k is the sum of p[i] * q[k - i] over i <= k (written out for
-    speed: this is the inner loop of the generator).
-
-    Example:
-        >>> mul((1, 1, 0, 0, 0), (1, 1, 0, 0, 0))      # (1 + X)^2 = 1 + 2X + X^2
-        (1, 2, 1, 0, 0)
-        >>> mul((0, 0, 1, 0, 0), (0, 0, 0, 1, 0))      # X^2 * X^3 = X^5 = 0
-        (0, 0, 0, 0, 0)
-    """
-    p0, p1, p2, p3, p4 = p
-    q0, q1, q2, q3, q4 = q
-    return (
-        p0 * q0 % P,
-        (p0 * q1 + p1 * q0) % P,
-        (p0 * q2 + p1 * q1 + p2 * q0) % P,
-        (p0 * q3 + p1 * q2 + p2 * q1 + p3 * q0) % P,
-        (p0 * q4 + p1 * q3 + p2 * q2 + p3 * q1 + p4 * q0) % P,
-    )
-
-
-def compose(p: tuple, q: tuple) -> tuple:
-    """p(q(X)) mod X^5 (formal substitution; q may have a constant term).
-
-    Horner's rule, ``c0 + q*(c1 + q*(c2 + q*(c3 + q*c4)))``, with truncated
-    products; equal to expanding in F7[X] and truncating (see module docstring).
-
-    Example:
-        >>> compose((0, 0, 1, 0, 0), (1, 1, 0, 0, 0))  # X^2 @ (1 + X) = 1 + 2X + X^2
-        (1, 2, 1, 0, 0)
-        >>> compose((2, 0, 0, 0, 0), (5, 5, 5, 5, 5))  # a constant ignores q
-        (2, 0, 0, 0, 0)
-    """
-    result = (p[4], 0, 0, 0, 0)
-    for c in (p[3], p[2], p[1], p[0]):
-        r = mul(result, q)
-        result = ((r[0] + c) % P, r[1], r[2], r[3], r[4])
-    return result
-
-
-APPLY = {"add": add, "mul": mul, "compose": compose}
-
-# Leaf k (0 <= k < 7^5) is the polynomial whose coefficients are the base-7
-# digits of k, lowest first: one randrange per leaf draws all 5 coefficients
-# independently and uniformly.
-_LEAF = [tuple((k // P ** i) % P for i in range(N)) for k in range(N_POLYS)]
-_LEAF_TEXT = ["".join(map(str, p)) for p in _LEAF]
+# The paper's ring F7[X]/(X^5): its operations on 5-tuples, kept as module functions.
+neg, add, mul, compose = ring(P, N).neg, ring(P, N).add, ring(P, N).mul, ring(P, N).compose
 
 
 # ---------------------------------------------------------------------------
-# Expressions: generation, evaluation, text
+# Expressions: generation, counting, evaluation, text
 # ---------------------------------------------------------------------------
 
-def _gen(rng: random.Random, m: int) -> tuple[dict, tuple, str]:
-    """A random expression with m operations: (tree, value, text), built together."""
-    if m == 0:
-        k = rng.randrange(N_POLYS)
-        return {"poly": list(_LEAF[k])}, _LEAF[k], _LEAF_TEXT[k]
-    op = OPS[rng.randrange(4)]
-    if op == "neg":
-        tree, value, text = _gen(rng, m - 1)
-        return {"op": "neg", "args": [tree]}, neg(value), "-" + text
-    a = rng.randrange(m)  # operations in the left subtree; the right gets m-1-a
-    lt, lv, ls = _gen(rng, a)
-    rt, rv, rs = _gen(rng, m - 1 - a)
-    return {"op": op, "args": [lt, rt]}, APPLY[op](lv, rv), f"({ls}{SYMBOL[op]}{rs})"
+@functools.lru_cache(maxsize=None)
+def sampler(p: int = P, k: int = N, ops: tuple[str, ...] = OPS):
+    """``gen(rng, m) -> (tree, value, text)``: a random expression with m operations.
+
+    The distribution is the module docstring's; the tree, its value in
+    F_p[X]/(X^k) and its text are built together in one pass.
+
+    Example:
+        >>> gen = sampler(3, 2, ("mul",))
+        >>> tree, value, text = gen(random.Random(0), 1)
+        >>> tree["op"], len(value), text.count("*"), evaluate_tree(tree, p=3) == value
+        ('mul', 2, 1, True)
+    """
+    r = ring(p, k)
+    neg_, apply, size, n_ops = r.neg, {"add": r.add, "mul": r.mul, "compose": r.compose}, r.size, len(ops)
+    if size <= LEAF_TABLE_MAX:
+        leaf = [(c, r.format(c)) for c in map(r.element, range(size))].__getitem__
+    else:
+        def leaf(index):
+            c = r.element(index)
+            return c, r.format(c)
+
+    def gen(rng: random.Random, m: int) -> tuple[dict, tuple, str]:
+        if m == 0:
+            coeffs, text = leaf(rng.randrange(size))
+            return {"poly": list(coeffs)}, coeffs, text
+        op = ops[rng.randrange(n_ops)]
+        if op == "neg":
+            tree, value, text = gen(rng, m - 1)
+            return {"op": "neg", "args": [tree]}, neg_(value), "-" + text
+        a = rng.randrange(m)  # operations in the left subtree; the right gets m-1-a
+        lt, lv, ls = gen(rng, a)
+        rt, rv, rs = gen(rng, m - 1 - a)
+        return {"op": op, "args": [lt, rt]}, apply[op](lv, rv), f"({ls}{SYMBOL[op]}{rs})"
+
+    return gen
 
 
-def evaluate_tree(tree: dict) -> tuple:
-    """The value of an expression tree (as stored in a record's ``expr``).
+def count_expressions(size: int, ops: tuple[str, ...], m: int, cap: int | None = None) -> int:
+    """The number of distinct expressions (= distinct prompts) with exactly m operations.
+
+    ``size`` is the number of leaves (p^k). With E(0) = size,
+    ``E(m) = [neg in ops] E(m-1) + (binary ops) * sum_a E(a) E(m-1-a)``.
+    E never decreases with m. With ``cap``, every value is capped at ``cap``
+    (the result is exact when below it), which keeps the numbers small.
+
+    Example:
+        >>> count_expressions(2, ("neg",), 9), count_expressions(2, ("neg", "add"), 1)
+        (2, 6)
+        >>> count_expressions(7 ** 5, OPS, 1) == 7 ** 5 + 3 * 7 ** 10
+        True
+    """
+    unary, binary = int("neg" in ops), sum(op != "neg" for op in ops)
+    counts = [size if cap is None else min(size, cap)]
+    for n in range(1, m + 1):
+        count = unary * counts[n - 1] + binary * sum(counts[a] * counts[n - 1 - a] for a in range(n))
+        counts.append(count if cap is None else min(count, cap))
+    return counts[m]
+
+
+def evaluate_tree(tree: dict, p: int = P) -> tuple:
+    """The value of an expression tree (as stored in a record's ``expr``); k is the leaves' length.
 
     Example:
         >>> evaluate_tree({"op": "neg", "args": [{"poly": [1, 2, 0, 0, 0]}]})
         (6, 5, 0, 0, 0)
+        >>> evaluate_tree({"op": "mul", "args": [{"poly": [1, 1]}, {"poly": [1, 1]}]}, p=2)  # (1+X)^2 = 1 mod X^2
+        (1, 0)
     """
     if "poly" in tree:
         return tuple(tree["poly"])
-    values = [evaluate_tree(t) for t in tree["args"]]
-    return neg(*values) if tree["op"] == "neg" else APPLY[tree["op"]](*values)
+    values = [evaluate_tree(t, p) for t in tree["args"]]
+    r = ring(p, len(values[0]))
+    return {"neg": r.neg, "add": r.add, "mul": r.mul, "compose": r.compose}[tree["op"]](*values)
 
 
 def expression_text(tree: dict) -> str:
@@ -229,7 +220,7 @@ def expression_text(tree: dict) -> str:
     return "-" + args[0] if tree["op"] == "neg" else f"({args[0]}{SYMBOL[tree['op']]}{args[1]})"
 
 
-def random_example(key: str, m: int) -> dict:
+def random_example(key: str, m: int, p: int = P, k: int = N, ops: tuple[str, ...] = OPS) -> dict:
     """The record drawn from ``random.Random(key)`` with m operations.
 
     Example:
@@ -237,12 +228,12 @@ def random_example(key: str, m: int) -> dict:
         >>> rec == random_example("demo", 2), rec["ops"], sorted(rec)
         (True, 2, ['answer', 'expr', 'ops', 'prompt', 'result'])
     """
-    return _record(random.Random(key), m)
+    return _record(random.Random(key), m, sampler(p, k, ops))
 
 
-def _record(rng: random.Random, m: int) -> dict:
+def _record(rng: random.Random, m: int, gen) -> dict:
     """Draw an expression with m operations from ``rng`` and package it as a record."""
-    tree, value, text = _gen(rng, m)
+    tree, value, text = gen(rng, m)
     return {"prompt": text + "=", "answer": "".join(map(str, value)), "result": list(value), "ops": m, "expr": tree}
 
 
@@ -260,32 +251,64 @@ def is_correct(decoded: str, answer: str) -> bool:
 # Config and task
 # ---------------------------------------------------------------------------
 
+def _operator_set(value) -> tuple[str, ...]:
+    """Check ``PolyArithConfig.ops`` and return it in canonical order (a str may list them with commas)."""
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names):
+        raise UserError(f"polyarith.ops must be operator names (a subset of {', '.join(OPS)}), got {value!r}")
+    names = [n.strip() for n in names if n.strip()]
+    if not names:
+        raise UserError(f"polyarith.ops is empty; name at least one operator of {', '.join(OPS)}")
+    for n in names:
+        if n not in OPS:
+            raise UserError(f"polyarith.ops: unknown operator '{n}'; choose a non-empty subset of {', '.join(OPS)}")
+        if names.count(n) > 1:
+            raise UserError(f"polyarith.ops names '{n}' twice; it is a set (each operator is drawn with equal probability)")
+    return tuple(op for op in OPS if op in names)
+
+
 @dataclass(frozen=True)
 class PolyArithConfig:
-    """Sizes and difficulty ranges of the polyarith task.
+    """Sizes, difficulty ranges and ring of the polyarith task (defaults: the paper's).
+
+    ``ops`` is stored in canonical order (neg, add, mul, compose); a string
+    such as ``"add,neg"`` is accepted. Bad values raise a one-line UserError.
 
     Example:
         >>> PolyArithConfig(test_per_op=10).test_max_ops
         10
+        >>> PolyArithConfig(ops="compose, neg").ops
+        ('neg', 'compose')
     """
 
-    train_examples: int = 200_000  # training examples (i.i.d. draws; test prompts excluded)
+    train_examples: int = 200_000  # training examples (i.i.d. draws; test and validation prompts excluded)
     train_min_ops: int = 1  # training m is uniform in train_min_ops..train_max_ops (in-domain)
     train_max_ops: int = 5  # paper: 5; test m above this is out-of-domain
-    test_min_ops: int = 1  # test set covers m = test_min_ops..test_max_ops
+    test_min_ops: int = 1  # test and validation sets cover m = test_min_ops..test_max_ops
     test_max_ops: int = 10  # paper: 10
     test_per_op: int = 500  # test examples per m; the paper uses 2000, 500 is a smaller CPU default
+    valid_per_op: int = 100  # validation examples per m (no prompt shared with test or train); 0: no valid split
     loss_on: str = "answer"  # "answer": loss on the answer tokens only; "all": on every token (paper: not stated)
+    p: int = P  # the modulus: coefficients in F_p; a one-digit prime (2, 3, 5 or 7) so a coefficient is one token
+    k: int = N  # coefficients per polynomial: the ring is F_p[X]/(X^k), k >= 1 (paper: 5)
+    ops: tuple[str, ...] = OPS  # the operator set: a non-empty subset of neg, add, mul, compose (paper: all four)
 
     def __post_init__(self):
         if self.loss_on not in ("answer", "all"):
             raise UserError(f"polyarith.loss_on must be 'answer' or 'all', got '{self.loss_on}'")
         for f in fields(self):
-            if f.name == "loss_on":
+            if f.name in ("loss_on", "ops"):
                 continue
-            value = getattr(self, f.name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise UserError(f"polyarith.{f.name} must be a positive integer, got {value!r}")
+            value, low = getattr(self, f.name), 0 if f.name == "valid_per_op" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                kind = "a non-negative" if low == 0 else "a positive"
+                raise UserError(f"polyarith.{f.name} must be {kind} integer, got {value!r}")
+        if self.p not in PRIMES:
+            raise UserError(f"polyarith.p must be a one-digit prime (2, 3, 5 or 7: each coefficient is one "
+                            f"character), got {self.p}")
+        if self.k > MAX_K:
+            raise UserError(f"polyarith.k must be at most {MAX_K}, got {self.k}")
+        object.__setattr__(self, "ops", _operator_set(self.ops))
         for name in ("train_max_ops", "test_max_ops"):
             if getattr(self, name) > MAX_OPS:
                 raise UserError(f"polyarith.{name} must be at most {MAX_OPS}, got {getattr(self, name)}")
@@ -296,6 +319,14 @@ class PolyArithConfig:
         if self.test_min_ops > self.train_max_ops or self.test_max_ops < self.train_min_ops:
             raise UserError(f"polyarith.test_min_ops..test_max_ops ({self.test_min_ops}..{self.test_max_ops}) must overlap "
                             f"the training range {self.train_min_ops}..{self.train_max_ops} (else there is no in-domain metric)")
+        # counts grow with m, so the smallest test m is the one that can run out of prompts
+        held_out = self.test_per_op + self.valid_per_op
+        available = count_expressions(self.p ** self.k, self.ops, self.test_min_ops, cap=held_out + 1)
+        if available <= held_out:
+            raise UserError(f"polyarith: only {available} distinct prompts have m={self.test_min_ops} operations "
+                            f"(p={self.p}, k={self.k}, ops={','.join(self.ops)}), not more than test_per_op + "
+                            f"valid_per_op = {held_out}, and validation and training need prompts the test set leaves; "
+                            "lower those, raise test_min_ops, or use a larger p, k or operator set")
 
 
 def _metric(m: int) -> str:
@@ -307,17 +338,18 @@ _DEFAULT = PolyArithConfig()
 
 @register
 class PolyArith(Task):
-    """Evaluate expressions over F7[X]/(X^5); accuracy per number of operations.
+    """Evaluate expressions over F_p[X]/(X^k) (default F7[X]/(X^5)); accuracy per number of operations.
 
     ``in_domain``/``ood`` on the class describe the default config; an
-    instance sets its own from its config.
+    instance sets its own from its config, and ``splits`` too (no
+    ``"valid"`` when ``valid_per_op`` is 0).
 
     Example:
-        >>> task = PolyArith(PolyArithConfig(train_examples=4, test_per_op=3))
-        >>> [r["ops"] for r in task.build("test", 0)][:4]
-        [1, 1, 1, 2]
-        >>> len(task.build("train", 0)), task.ood[0]
-        (4, 'accuracy/ops=6')
+        >>> task = PolyArith(PolyArithConfig(train_examples=4, test_per_op=3, valid_per_op=2))
+        >>> [r["ops"] for r in task.build("test", 0)][:4], [r["ops"] for r in task.build("valid", 0)][:4]
+        ([1, 1, 1, 2], [1, 1, 2, 2])
+        >>> len(task.build("train", 0)), task.ood[0], task.splits
+        (4, 'accuracy/ops=6', ('train', 'valid', 'test'))
     """
 
     name = "polyarith"
@@ -326,95 +358,128 @@ class PolyArith(Task):
     direction = "maximize"
     in_domain = tuple(_metric(m) for m in range(_DEFAULT.train_min_ops, _DEFAULT.train_max_ops + 1))
     ood = tuple(_metric(m) for m in range(_DEFAULT.train_max_ops + 1, _DEFAULT.test_max_ops + 1))
-    description = "polynomial arithmetic in F7[X]/(X^5): neg, add, mul, compose; accuracy by number of ops (Gloeckle et al. 4.2)"
+    splits = ("train", "valid", "test")
+    description = ("polynomial arithmetic in F_p[X]/(X^k) (default F7[X]/(X^5)): neg, add, mul, compose; "
+                   "accuracy by number of ops (Gloeckle et al. 4.2)")
 
     def __init__(self, config: PolyArithConfig):
         super().__init__(config)
         c = config
         self.in_domain = tuple(_metric(m) for m in range(max(c.train_min_ops, c.test_min_ops), min(c.train_max_ops, c.test_max_ops) + 1))
         self.ood = tuple(_metric(m) for m in range(c.train_max_ops + 1, c.test_max_ops + 1))
-        self._test_prompts: dict[int, frozenset[str]] = {}  # seed -> prompts of the test split
+        if not c.valid_per_op:
+            self.splits = ("train", "test")
+        self._gen = sampler(c.p, c.k, c.ops)
+        self._prompts: dict[tuple[str, int], frozenset[str]] = {}  # (split, seed) -> prompts of valid/test
 
     # -- examples --------------------------------------------------------
 
     def _size(self, split: str) -> int:
         c = self.config
+        if split not in self.splits:
+            raise UserError(f"polyarith has splits {', '.join(repr(s) for s in self.splits)}, not '{split}'")
         if split == "train":
             return c.train_examples
-        if split == "test":
-            return (c.test_max_ops - c.test_min_ops + 1) * c.test_per_op
-        raise UserError(f"polyarith has splits 'train' and 'test', not '{split}'")
+        return (c.test_max_ops - c.test_min_ops + 1) * (c.test_per_op if split == "test" else c.valid_per_op)
 
     def draw(self, split: str, seed: int, index: int, attempt: int = 0) -> dict:
-        """Example ``index`` of ``split`` *before* train/test exclusion.
+        """Example ``index`` of ``split`` *before* exclusion.
 
-        Test example ``index`` has ``m = test_min_ops + index // test_per_op``
-        (the test split is sorted by m); a train example draws its m first.
-        ``attempt`` numbers the redraws of a train example (ignored for test).
+        Test (validation) example ``index`` has ``m = test_min_ops + index //
+        test_per_op`` (``valid_per_op``): those splits are sorted by m; a train
+        example draws its m first. ``attempt`` numbers the redraws of a train
+        or validation example (ignored for test).
 
         Example:
-            >>> task = PolyArith(PolyArithConfig(test_per_op=2))
-            >>> task.draw("test", 0, 2)["ops"], task.draw("train", 0, 0) == task.draw("train", 0, 0, attempt=0)
-            (2, True)
+            >>> task = PolyArith(PolyArithConfig(test_per_op=2, valid_per_op=3))
+            >>> task.draw("test", 0, 2)["ops"], task.draw("valid", 0, 2)["ops"], task.draw("valid", 0, 3)["ops"]
+            (2, 1, 2)
+            >>> task.draw("train", 0, 0) == task.draw("train", 0, 0, attempt=0)
+            True
         """
         size = self._size(split)
         if not 0 <= index < size:
             raise IndexError(f"polyarith {split} index {index} out of range 0..{size - 1}")
         c = self.config
-        if split == "test":
-            m, j = c.test_min_ops + index // c.test_per_op, index % c.test_per_op
-            return random_example(f"polyarith/test/{seed}/{m}/{j}", m)
-        rng = random.Random(f"polyarith/train/{seed}/{index}/{attempt}")
-        return _record(rng, rng.randint(c.train_min_ops, c.train_max_ops))
+        if split == "train":
+            rng = random.Random(f"polyarith/train/{seed}/{index}/{attempt}")
+            return _record(rng, rng.randint(c.train_min_ops, c.train_max_ops), self._gen)
+        per_op = c.test_per_op if split == "test" else c.valid_per_op
+        m, j = c.test_min_ops + index // per_op, index % per_op
+        key = f"polyarith/test/{seed}/{m}/{j}" if split == "test" else f"polyarith/valid/{seed}/{m}/{j}/{attempt}"
+        return _record(random.Random(key), m, self._gen)
+
+    def _held_out(self, split: str, seed: int) -> frozenset[str]:
+        """The prompts of the valid or test split for ``seed`` (cached)."""
+        if (split, seed) not in self._prompts:
+            records = self.build(split, seed) if split in self.splits else []
+            self._prompts[split, seed] = frozenset(r["prompt"] for r in records)
+        return self._prompts[split, seed]
 
     def test_prompts(self, seed: int) -> frozenset[str]:
-        """The set of test prompts for ``seed`` (cached); train examples avoid them.
+        """The set of test prompts for ``seed`` (cached); validation and train examples avoid them.
 
         Example:
             >>> task = PolyArith(PolyArithConfig(test_per_op=2))
             >>> len(task.test_prompts(0)) <= 20
             True
         """
-        if seed not in self._test_prompts:
-            self._test_prompts[seed] = frozenset(r["prompt"] for r in self.build("test", seed))
-        return self._test_prompts[seed]
+        return self._held_out("test", seed)
 
-    def _train_example(self, seed: int, index: int, excluded: frozenset[str]) -> dict:
-        """First attempt of train example ``index`` whose prompt is not a test prompt."""
+    def valid_prompts(self, seed: int) -> frozenset[str]:
+        """The set of validation prompts for ``seed`` (cached; empty without a valid split); train avoids them.
+
+        Example:
+            >>> task = PolyArith(PolyArithConfig(test_per_op=2, valid_per_op=2))
+            >>> task.valid_prompts(0).isdisjoint(task.test_prompts(0))
+            True
+        """
+        return self._held_out("valid", seed)
+
+    def _excluded(self, split: str, seed: int) -> frozenset[str]:
+        """The prompts a draw of ``split`` must avoid: test for valid, test and valid for train."""
+        if split == "valid":
+            return self.test_prompts(seed)
+        return self.test_prompts(seed) | self.valid_prompts(seed)
+
+    def _first_allowed(self, split: str, seed: int, index: int, excluded: frozenset[str]) -> dict:
+        """First attempt of example ``index`` of ``split`` (train or valid) whose prompt is not excluded."""
         for attempt in range(MAX_ATTEMPTS):
-            rec = self.draw("train", seed, index, attempt)
+            rec = self.draw(split, seed, index, attempt)
             if rec["prompt"] not in excluded:
                 return rec
-        raise UserError(f"polyarith: train example {index} hit a test prompt {MAX_ATTEMPTS} times in a row; "
-                        "the test set covers (nearly) every training expression, use a larger train_min_ops")
+        avoid = "a test prompt" if split == "valid" else "a test or validation prompt"
+        raise UserError(f"polyarith: {split} example {index} (m={rec['ops']}) hit {avoid} {MAX_ATTEMPTS} times in a row; "
+                        "the held-out sets cover (nearly) every expression of that size: lower test_per_op or "
+                        "valid_per_op, or use a larger p, k or operator set")
 
     def example(self, split: str, seed: int, index: int) -> dict:
         """Example ``index`` of ``split``, exactly as ``build(split, seed)[index]``.
 
         Example:
-            >>> task = PolyArith(PolyArithConfig(train_examples=5, test_per_op=2))
-            >>> task.example("train", 7, 3) == task.build("train", 7)[3]
-            True
+            >>> task = PolyArith(PolyArithConfig(train_examples=5, test_per_op=2, valid_per_op=2))
+            >>> task.example("train", 7, 3) == task.build("train", 7)[3], task.example("valid", 7, 3) == task.build("valid", 7)[3]
+            (True, True)
         """
         if split == "test":
             return self.draw(split, seed, index)
         if not 0 <= index < self._size(split):
             raise IndexError(f"polyarith {split} index {index} out of range 0..{self._size(split) - 1}")
-        return self._train_example(seed, index, self.test_prompts(seed))
+        return self._first_allowed(split, seed, index, self._excluded(split, seed))
 
     def build(self, split: str, seed: int) -> list[dict]:
-        """All examples of ``split`` (``"train"`` or ``"test"``); test is sorted by m.
+        """All examples of ``split`` (``"train"``, ``"valid"`` or ``"test"``); valid and test are sorted by m.
 
         Example:
-            >>> task = PolyArith(PolyArithConfig(train_examples=2, test_per_op=1))
-            >>> [r["ops"] for r in task.build("test", 0)]
-            [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+            >>> task = PolyArith(PolyArithConfig(train_examples=2, test_per_op=1, valid_per_op=1))
+            >>> [r["ops"] for r in task.build("test", 0)] == [r["ops"] for r in task.build("valid", 0)] == list(range(1, 11))
+            True
         """
         size = self._size(split)
         if split == "test":
             return [self.draw("test", seed, i) for i in range(size)]
-        excluded = self.test_prompts(seed)
-        return [self._train_example(seed, i, excluded) for i in range(size)]
+        excluded = self._excluded(split, seed)
+        return [self._first_allowed(split, seed, i, excluded) for i in range(size)]
 
     def document(self, record: dict) -> str:
         """Training text of a record: prompt + answer + newline.
@@ -445,11 +510,12 @@ class PolyArith(Task):
         """Greedy exact-match accuracy per m, in-domain, out-of-domain and overall.
 
         Also ``digit_accuracy/{in_domain,ood,all}``: the share of answer digits
-        right in place (chance 1/7), a finer signal than exact match.
+        right in place (chance 1/p), a finer signal than exact match.
 
-        Each prompt is the end-of-text token + ``prompt``; the model decodes up to 6 tokens with
-        head 1 and stops at the newline. With ``limit``, only the first
-        ``limit`` test examples of each m are scored.
+        Each prompt is the end-of-text token + ``prompt``; the model decodes up to k + 1 tokens
+        with head 1 and stops at the newline. With ``limit``, only the first
+        ``limit`` examples of each m are scored. ``test`` may be the test or
+        the validation split (the trainer prefixes the latter's metrics ``valid/``).
 
         Example:
             >>> import torch
@@ -472,22 +538,22 @@ class PolyArith(Task):
         records = [rec for m in sorted(per_m) for rec in per_m[m]]
         if not records:
             return {}
-        newline = enc.encode("\n")[0]
+        k, newline = self.config.k, enc.encode("\n")[0]
         prompts = [[enc.eot_token] + enc.encode(rec["prompt"]) for rec in records]
-        outputs = greedy_generate(model, prompts, max_new_tokens=N + 1, stop_token=newline, device=device)
+        outputs = greedy_generate(model, prompts, max_new_tokens=k + 1, stop_token=newline, device=device)
         hits: dict[int, list[bool]] = defaultdict(list)
-        digits: dict[int, list[float]] = defaultdict(list)  # share of the N digits right, in place
+        digits: dict[int, list[float]] = defaultdict(list)  # share of the k digits right, in place
         for rec, out in zip(records, outputs):
             text = enc.decode(out)
             hits[rec["ops"]].append(is_correct(text, rec["answer"]))
-            digits[rec["ops"]].append(sum(a == b for a, b in zip(text[:N], rec["answer"])) / N)
+            digits[rec["ops"]].append(sum(a == b for a, b in zip(text[:k], rec["answer"])) / k)
 
         def mean(values) -> float:
             return sum(values) / len(values)
 
         c = self.config
         metrics = {_metric(m): mean(hits[m]) for m in sorted(hits)}
-        # exact match (the paper's metric), then the per-digit accuracy (chance: 1/7), which shows
+        # exact match (the paper's metric), then the per-digit accuracy (chance: 1/p), which shows
         # progress long before whole answers come out right
         for name, per_m in (("accuracy", hits), ("digit_accuracy", digits)):
             in_domain = [h for m in per_m if c.train_min_ops <= m <= c.train_max_ops for h in per_m[m]]

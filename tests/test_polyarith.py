@@ -1,5 +1,6 @@
 """Tests of the polyarith task: ring arithmetic against a sympy oracle, the
-serialization, determinism, train/test exclusion, and evaluation."""
+serialization, determinism, train/test exclusion, and evaluation (default
+ring; the knobs p, k, ops and the validation split: test_polyarith_knobs.py)."""
 
 from __future__ import annotations
 
@@ -71,24 +72,27 @@ def sympy_coeffs(poly: sympy.Poly) -> list[int]:
     return [int(poly.coeff_monomial(X ** i)) % 7 for i in range(5)]
 
 
-def test_sympy_oracle_agrees_on_3000_expressions(oracle_test_set):
-    assert len(oracle_test_set) == 3000
+@pytest.mark.parametrize("m", range(1, 11))
+def test_sympy_oracle_agrees_on_3000_expressions(oracle_test_set, m):
+    """300 expressions per m (one test per m: sympy takes ~7 ms an expression)."""
+    records = [rec for rec in oracle_test_set if rec["ops"] == m]
+    assert len(oracle_test_set) == 3000 and len(records) == 300
     mismatches = 0
-    for rec in oracle_test_set:
+    for rec in records:
         expected = sympy_coeffs(sympy_value(rec["expr"]))
         mismatches += expected != rec["result"] or "".join(map(str, expected)) != rec["answer"]
     assert mismatches == 0
     # the oracle covered every operation at every difficulty
     seen = set()
 
-    def ops_in(tree, m):
+    def ops_in(tree):
         if "op" in tree:
-            seen.add((tree["op"], m))
+            seen.add(tree["op"])
             for t in tree["args"]:
-                ops_in(t, m)
-    for rec in oracle_test_set:
-        ops_in(rec["expr"], rec["ops"])
-    assert seen == {(op, m) for op in ("neg", "add", "mul", "compose") for m in range(1, 11)}
+                ops_in(t)
+    for rec in records:
+        ops_in(rec["expr"])
+    assert seen == {"neg", "add", "mul", "compose"}
 
 
 def test_compose_with_constant_term_matches_sympy_expansion():
@@ -187,11 +191,12 @@ def test_no_test_prompt_in_train_even_when_raw_draws_collide():
     task = task_with(train_examples=3000, train_min_ops=1, train_max_ops=1,
                      test_min_ops=1, test_max_ops=1, test_per_op=2000)
     test_prompts = {r["prompt"] for r in task.build("test", 0)}
+    held_out = test_prompts | {r["prompt"] for r in task.build("valid", 0)}
     raw = [task.draw("train", 0, i) for i in range(3000)]
-    collided = [i for i, r in enumerate(raw) if r["prompt"] in test_prompts]
-    assert len(collided) > 5  # without exclusion, train would contain test prompts
+    collided = [i for i, r in enumerate(raw) if r["prompt"] in held_out]
+    assert sum(r["prompt"] in test_prompts for r in raw) > 5  # without exclusion, train would contain test prompts
     train = task.build("train", 0)
-    assert not any(r["prompt"] in test_prompts for r in train)
+    assert not any(r["prompt"] in held_out for r in train)
     for i in collided:  # resampled deterministically, and example() agrees
         assert train[i] != raw[i] and task.example("train", 0, i) == train[i]
     untouched = [i for i in range(3000) if i not in set(collided)]
@@ -322,6 +327,10 @@ def test_is_correct():
     ({"test_min_ops": 8, "test_max_ops": 7}, "test_min_ops"),
     ({"test_min_ops": 6, "test_max_ops": 8}, "test_min_ops"),  # no in-domain m in the test set
     ({"test_max_ops": 1000}, "test_max_ops"),
+    ({"valid_per_op": -1}, "valid_per_op"),
+    ({"p": 4}, "polyarith.p"),
+    ({"k": 0}, "polyarith.k"),
+    ({"ops": "sub"}, "polyarith.ops"),
 ])
 def test_bad_config_raises_user_error(overrides, field):
     with pytest.raises(UserError, match=field):
@@ -337,8 +346,9 @@ def test_registry_and_bad_split():
     assert PolyArith.ood == tuple(f"accuracy/ops={m}" for m in range(6, 11))
     task = registry.create("polyarith", {"test_per_op": "3"})
     assert task.config.test_per_op == 3
-    with pytest.raises(UserError, match="valid"):
-        task.build("valid", 0)
+    assert PolyArith.splits == ("train", "valid", "test")
+    with pytest.raises(UserError, match="dev"):
+        task.build("dev", 0)
 
 
 def test_loss_mask_marks_exactly_the_answers(tmp_path):
