@@ -8,6 +8,7 @@ Example:
     $ mtplab plot sweeps/polyarith.yaml                  # -> runs/<study>/figures/*.png|pdf|csv
     $ mtplab report sweeps/polyarith.yaml                # -> runs/<study>/report.md (+ figures)
     $ mtplab plot --storage postgresql://me@db/lab --study poly --out figs
+    $ mtplab report sweeps/lr.yaml --select-best train.lr   # best of the swept lrs per (n, size, seed)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from lab.errors import UserError
 
-CHECKPOINTS = ("auto", "final", "best")
+CHECKPOINTS = ("auto", "final", "best", "best-by-test")
 
 
 def read_spec(path: str) -> dict:
@@ -71,23 +72,40 @@ def resolve(args) -> tuple[str, str]:
 
 
 def _load(args):
-    """Storage -> study -> frame with the chosen checkpoint's metrics, plus the figure caption note."""
+    """Storage -> study -> the runs shown, with the chosen checkpoint's metrics; UserErrors before any writing.
+
+    Returns ``(storage, data, frame, checkpoint, note, run_root, selection)``:
+    ``checkpoint`` an :class:`analysis.selection.Checkpoint`, ``note`` the
+    (progress, checkpoint and selection) caption parts, ``selection``
+    ``(key, sentence)`` or None.
+    """
     from analysis.loader import best_per_cell, load_study, open_storage, with_metrics
+    from analysis.selection import (
+        choose_checkpoint,
+        resolve_key,
+        select_best,
+        variant_keys,
+        with_variant,
+    )
 
     storage_url, study = resolve(args)
     data = load_study(open_storage(storage_url), study)
-    data.frame, searched = best_per_cell(data.frame, str(data.attrs.get("direction") or "maximize"))
+    direction = str(data.attrs.get("direction") or "maximize")
+    objective = data.attrs.get("objective") or data.spec.get("objective")
+    data.frame, searched = best_per_cell(data.frame, direction)
     if searched:
         data.notes.append(searched)
-    which = args.checkpoint
-    has_best = any(c.startswith("best:") for c in data.frame.columns)
-    if which == "auto":
-        which = "best" if data.task == "induction" and has_best else "final"
-    if which == "best" and not has_best:
-        raise UserError(f"study '{study}' stores no best-checkpoint metrics; use --checkpoint final")
-    frame = with_metrics(data.frame, which)
+    checkpoint = choose_checkpoint(data.frame, args.checkpoint, task=data.task, objective=objective, study=study)
+    frame, selection = data.frame, None
+    key = getattr(args, "select_best", None)
+    if key:
+        key = resolve_key(key, data.swept)
+        frame, sentence = select_best(frame, key, data.swept, objective, direction)
+        selection = (key, sentence)
+    frame = with_metrics(frame, checkpoint.which)
+    frame = with_variant(frame, variant_keys(frame, data.swept, exclude=[key] if key else []))
     done, total = data.completed, data.completed + len(data.missing)
-    label = "best checkpoint (as the paper reports induction)" if which == "best" else "final checkpoint"
+    label = checkpoint.label + (f"   ·   {selection[1]}" if selection else "")
     note = (f"{done}/{total} runs finished", label)
     run_root = None
     if "://" not in storage_url:
@@ -95,19 +113,19 @@ def _load(args):
         run_root = p if p.is_dir() else p.parent
     if getattr(args, "run_root", None):
         run_root = Path(args.run_root)
-    return storage_url, data, frame, which, note, run_root
+    return storage_url, data, frame, checkpoint, note, run_root, selection
 
 
 def _draw(data, frame, note, run_root, out_dir: Path):
     """Draw into a temporary sibling folder, then move the files into ``out_dir`` (nothing partial)."""
-    from analysis import figures
+    from analysis import draw
 
-    figures.plan(frame, data.task)  # a task with no figure fails before anything is written
+    draw.plan(frame, data.task)  # a task with no figure fails before anything is written
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp", dir=out_dir.parent))
     try:
-        drawn, skipped = figures.draw_all(frame, tmp, task=data.task, note=note[0], checkpoint=note[1],
-                                          run_root=run_root)
+        drawn, skipped = draw.draw_all(frame, tmp, task=data.task, note=note[0], checkpoint=note[1],
+                                       run_root=run_root)
         out_dir.mkdir(parents=True, exist_ok=True)
         moved = {}
         for name, files in drawn.items():
@@ -132,12 +150,14 @@ def _say_missing(data) -> None:
 
 def cmd_plot(args) -> int:
     """``mtplab plot``: write the figures that fit the study's task."""
-    storage, data, frame, which, note, run_root = _load(args)
+    storage, data, frame, checkpoint, note, run_root, selection = _load(args)
     out = Path(args.out or f"runs/{data.name}/figures")
     drawn, skipped = _draw(data, frame, note, run_root, out)
     files = sum(len(v) for v in drawn.values())
     print(f"wrote {len(drawn)} figures ({files} files: PNG, PDF and CSV) to {out} "
-          f"[{which} checkpoint]: {', '.join(drawn)}")
+          f"[{checkpoint.label}]: {', '.join(drawn)}")
+    if selection:
+        print(f"selected: {selection[1]}")
     for s in skipped:
         print(f"not drawn: {s}")
     _say_missing(data)
@@ -148,12 +168,13 @@ def cmd_report(args) -> int:
     """``mtplab report``: draw the figures and write the markdown report that embeds them."""
     from analysis.report import render
 
-    storage, data, frame, which, note, run_root = _load(args)
+    storage, data, frame, checkpoint, note, run_root, selection = _load(args)
     out = Path(args.out or f"runs/{data.name}/report.md")
     fig_dir = Path(args.figures) if args.figures else (
         Path(f"runs/{data.name}/figures") if not args.out else out.parent / "figures")
     drawn, skipped = _draw(data, frame, note, run_root, fig_dir)
-    text = render(data, frame, figures=drawn, skipped=skipped, report_path=out, storage=storage, checkpoint=which)
+    text = render(data, frame, figures=drawn, skipped=skipped, report_path=out, storage=storage,
+                  checkpoint=checkpoint.label, selection=selection, run_root=run_root)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     tmp.write_text(text)
@@ -171,8 +192,15 @@ def _common(p) -> None:
                                      "(default: the spec's storage, else runs/<study>/journal.log)")
     p.add_argument("--study", help="study name (default: the spec's name)")
     p.add_argument("--checkpoint", choices=CHECKPOINTS, default="auto",
-                   help="metrics of the final or the best checkpoint of each run "
-                        "(auto: best for induction, as the paper reports it; final otherwise)")
+                   help="which checkpoint's test metrics to show: best = the one each run chose on its validation "
+                        "objective (valid/<objective>); best-by-test = the best on the test objective "
+                        "(paper-faithful); final = the last. auto (default): best when the runs have a validation "
+                        "split; for older runs without one, best-by-test for induction (as the paper reports it) and "
+                        "final otherwise")
+    p.add_argument("--select-best", metavar="KEY",
+                   help="a swept key (e.g. train.lr): per group of runs equal in every other swept key "
+                        "(n, size, seed, ...), keep the run with the best validation objective and show its test "
+                        "metrics (best of K per cell, chosen on validation). Without it each value is its own series")
     p.add_argument("--run-root", help="folder that relative run_dir paths are under "
                                       "(default: tried as given, then beside the journal file)")
 
@@ -191,7 +219,8 @@ def add_parser(sub, bench_sub) -> None:
                        description="Draw the figures that fit the study's task from what has finished.",
                        epilog="examples:\n  mtplab plot sweeps/polyarith.yaml\n"
                               "  mtplab plot --storage runs/poly/journal.log --study poly --out figs\n"
-                              "  mtplab plot --storage postgresql://me@db/lab --study induction --checkpoint final")
+                              "  mtplab plot --storage postgresql://me@db/lab --study induction --checkpoint final\n"
+                              "  mtplab plot sweeps/lr.yaml --select-best train.lr")
     _common(p)
     p.add_argument("--out", help="folder for the figures (default runs/<study>/figures)")
     p.set_defaults(func=cmd_plot)
@@ -200,7 +229,8 @@ def add_parser(sub, bench_sub) -> None:
                        formatter_class=fmt,
                        description="Write a markdown report (and its figures) from what has finished.",
                        epilog="examples:\n  mtplab report sweeps/polyarith.yaml\n"
-                              "  mtplab report --study poly --out results/poly.md")
+                              "  mtplab report --study poly --out results/poly.md\n"
+                              "  mtplab report sweeps/lr.yaml --select-best train.lr --checkpoint best-by-test")
     _common(r)
     r.add_argument("--out", help="markdown file (default runs/<study>/report.md)")
     r.add_argument("--figures", help="folder for the figures (default: runs/<study>/figures, "

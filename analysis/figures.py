@@ -7,31 +7,27 @@ Accuracies are drawn in percent, gains in percentage points; every seed is a
 marker and the mean over seeds a line; one colour per n throughout. The
 caption under each figure states the training budget against the paper's.
 
-1. :func:`induction_vs_params`: induction success against non-embedding parameters (Fig. 7).
+1. :func:`analysis.induction_figures.induction_vs_params`: induction success against non-embedding
+   parameters (Fig. 7); the induction figures live in :mod:`analysis.induction_figures`.
 2. :func:`accuracy_vs_ops`: accuracy against the number of operations m, a panel per size (Figs. 8, S16).
 3. :func:`accuracy_vs_size`: in-domain and out-of-domain accuracy against size.
 4. :func:`training_curves`: loss and top-1 accuracy of each head against tokens, from the run folders.
-5. :func:`gain_over_ntp`: the gain of each n > 1 over n = 1 at each size, +-1 standard error.
+5. :func:`gain_over_ntp`: the gain of each n > 1 over n = 1 at each size, with its 95% interval.
 
-:func:`draw_all` picks the figures that fit a study's metrics.
-
-Figures are drawn on :class:`matplotlib.figure.Figure` objects (no pyplot, no
-global backend switch), so this module is safe to import anywhere.
+:func:`analysis.draw.draw_all` picks the figures that fit a study's metrics.
 
 Example:
     >>> import tempfile
     >>> f = pd.DataFrame({"size": ["1M", "1M"], "size_rank": [1e6, 1e6], "n": [1, 2], "seed": [0, 0],
-    ...                   "non_embedding": [1e6, 1e6], "budget_tokens": [3e6, 3e6],
-    ...                   "induction_success": [0.1, 0.3]})
-    >>> plotted = induction_vs_params(f, tempfile.mkdtemp())
-    >>> plotted[plotted.kind == "mean"][["n", "induction_success_pct"]].values.tolist()
+    ...                   "budget_tokens": [3e6, 3e6], "accuracy/in_domain": [0.1, 0.3]})
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     plotted = accuracy_vs_size(f, d)
+    >>> plotted[plotted.kind == "mean"][["n", "accuracy_pct"]].values.tolist()
     [[1, 10.0], [2, 30.0]]
 """
 
 from __future__ import annotations
 
-import contextlib
-import re
 from pathlib import Path
 
 import numpy as np
@@ -43,246 +39,44 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from analysis import paper
-from analysis.loader import LADDER, read_run_metrics
+from analysis.induction_figures import induction_vs_params  # noqa: F401  (figures.induction_vs_params, as before)
+from analysis.plotkit import (  # noqa: F401
+    IN_DOMAIN,
+    INDUCTION,
+    OOD,
+    OPS,
+    SIZE_AXIS,
+    _caption,
+    _dodge,
+    _finish,
+    _legend_handles,
+    _panel_width,
+    _percent_axis,
+    _save,
+    _seeds_and_means,
+    _size_label,
+    _sizes,
+    _style,
+    _train_max_ops,
+    budget_caption,
+    file_name,
+    format_count,
+    metric_label,
+    n_colors,
+    ops_columns,
+    task_title,
+)
+from analysis.runs import read_run_metrics
 from analysis.stats import gains
 from lab.errors import UserError
 
-OPS = re.compile(r"^accuracy/ops=(\d+)$")
-IN_DOMAIN, OOD = "accuracy/in_domain", "accuracy/ood"
-INDUCTION = "induction_success"
-LABELS = {IN_DOMAIN: "in-domain accuracy (m ≤ 5)", OOD: "out-of-domain accuracy (m > 5)",
-          INDUCTION: "induction success", "accuracy/all": "accuracy, all m"}
-DPI = 150
 
-
-# ---------------- shared pieces ----------------
-
-@contextlib.contextmanager
-def _style():
-    """Seaborn's whitegrid look at a legible size, without touching global rcParams for good."""
-    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.95):
-        yield
-
-
-def format_count(x: float, _pos=None) -> str:
-    """1.2M-style label for a parameter or token count (an axis formatter too).
-
-    Example:
-        >>> format_count(3.1e7), format_count(2.5e9), format_count(5e5)
-        ('31M', '2.5B', '500k')
-    """
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(x) >= scale:
-            v = x / scale
-            return f"{v:.1f}{unit}".replace(".0" + unit, unit) if v < 10 else f"{v:.0f}{unit}"
-    return f"{x:g}"
-
-
-def n_colors(ns) -> dict:
-    """One fixed colour per n (colour-blind palette), the same in every figure of a study.
-
-    Example:
-        >>> list(n_colors([4, 1, 2]))
-        [1, 2, 4]
-    """
-    palette = sns.color_palette("colorblind", 10)
-    order = [0, 1, 2, 4, 3, 5, 6, 8, 9, 7]  # blue, orange, green, pink, red, ...
-    return {n: palette[order[i % 10]] for i, n in enumerate(sorted({int(x) for x in ns}))}
-
-
-def budget_caption(frame: pd.DataFrame) -> str:
-    """"budget: 3.0M tokens/run, paper: 26.2B" from the frame's ``budget_tokens``.
-
-    Example:
-        >>> budget_caption(pd.DataFrame({"budget_tokens": [3e6, 3e6]}))
-        'budget: 3.0M tokens/run, paper: 26.2B'
-    """
-    values = sorted(set(frame["budget_tokens"].dropna())) if "budget_tokens" in frame else []
-    if not values:
-        ours = "unknown"
-    elif len(values) == 1:
-        ours = paper.format_tokens(values[0])
-    else:
-        ours = f"{paper.format_tokens(values[0])}-{paper.format_tokens(values[-1])}"
-    return f"budget: {ours} tokens/run, paper: {paper.format_tokens(paper.PAPER_TOKENS_PER_RUN)}"
-
-
-def _caption(frame: pd.DataFrame, note: str, extra: str = "") -> str:
-    parts = [budget_caption(frame)] + [p for p in (note, extra) if p]
-    return "   ·   ".join(parts)
-
-
-def _wrap_caption(caption: str, width_inches: float) -> str:
-    """Break a caption at its separators so that no line is wider than the figure."""
-    limit = max(40, int(width_inches * 14))
-    lines, line = [], ""
-    for part in caption.split("   ·   "):
-        if line and len(line) + 7 + len(part) > limit:
-            lines.append(line)
-            line = part
-        else:
-            line = f"{line}   ·   {part}" if line else part
-    return "\n".join(lines + [line])
-
-
-def _finish(fig: Figure, title: str, caption: str) -> None:
-    fig.suptitle(title, fontsize=13, fontweight="bold")
-    fig.supxlabel(_wrap_caption(caption, fig.get_figwidth()), fontsize=8.5, color="0.3")
-
-
-def _save(fig: Figure, data: pd.DataFrame, out_dir, name: str) -> pd.DataFrame:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    name = file_name(name)
-    data = data.copy()
-    for col in ("n", "seed", "trial", "seeds", "seeds_baseline", "m", "head", "step"):
-        if col in data and pd.api.types.is_numeric_dtype(data[col]):
-            data[col] = data[col].round().astype("Int64")  # 2, not 2.0, and blank where not defined
-    fig.savefig(out / f"{name}.png", dpi=DPI)
-    fig.savefig(out / f"{name}.pdf")
-    data.to_csv(out / f"{name}.csv", index=False)
-    return data
-
-
-def file_name(name: str) -> str:
-    """A figure name safe in file names and markdown links.
-
-    Example:
-        >>> file_name("training_curves_size=custom d64 L3")
-        'training_curves_size=custom_d64_L3'
-    """
-    return re.sub(r"[^A-Za-z0-9_.=+-]", "_", name)
-
-
-def _sizes(frame: pd.DataFrame) -> list[str]:
-    """Sizes in ladder / parameter order."""
-    return list(frame.groupby("size", sort=False)["size_rank"].first().sort_values().index)
-
-
-def _size_label(frame: pd.DataFrame, size: str, *, long: bool = False) -> str:
-    """``30M\n31M`` (tick label: name over non-embedding count) or ``30M (31M non-emb.)`` (title)."""
-    params = frame.loc[frame["size"] == size, "non_embedding"].dropna() if "non_embedding" in frame else []
-    count = format_count(params.mean()) if len(params) else "?"
-    return f"{size} ({count} non-emb.)" if long else f"{size}\n{count}"
-
-
-SIZE_AXIS = "model size\n(name, and non-embedding parameters)"
-
-
-def _panel_width(n_sizes: int) -> float:
-    return max(4.3, 0.85 * n_sizes + 1.2)
-
-
-def _dodge(ns: list, n, width: float) -> float:
-    """Offset of n's markers so that seeds of different n do not hide each other."""
-    i = sorted(ns).index(n)
-    return (i - (len(ns) - 1) / 2) * width
-
-
-def _legend_handles(colors: dict, *, seeds=True, mean=True, extra=()) -> list:
-    handles = [Patch(color=c, label=f"n = {n}") for n, c in colors.items()]
-    if seeds:
-        handles.append(Line2D([], [], ls="", marker="o", color="0.35", alpha=0.75, label="one seed"))
-    if mean:
-        handles.append(Line2D([], [], color="0.35", marker="D", ms=5, lw=2, label="mean over seeds"))
-    return handles + list(extra)
-
-
-def _percent_axis(ax, values) -> None:
-    top = float(np.nanmax(values)) if len(values) else 100.0
-    top = max(10.0, min(100.0, top * 1.12 + 4) if top < 88 else 102.0)
-    ax.set_ylim(-0.025 * top, top)
-    ax.yaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
-
-
-def _seeds_and_means(frame: pd.DataFrame, metric: str, keys: list) -> tuple[pd.DataFrame, pd.DataFrame]:
-    data = frame.dropna(subset=[metric])
-    seeds = data[[c for c in keys + ["seed", "trial", "non_embedding"] if c in data]].copy()
-    seeds["value_pct"] = 100 * data[metric]
-    agg = {"value_pct": ("value_pct", "mean"), "seeds": ("value_pct", "count")}
-    if "non_embedding" in seeds:
-        agg["non_embedding"] = ("non_embedding", "mean")
-    means = seeds.groupby(keys, sort=False).agg(**agg).reset_index()
-    return seeds, means
-
-
-# ---------------- 1. induction success against parameters (Fig. 7) ----------------
-
-def induction_vs_params(frame: pd.DataFrame, out_dir, *, metric: str = INDUCTION, note: str = "",
-                        name: str = "induction_vs_params") -> pd.DataFrame:
-    """Induction success (%) against non-embedding parameters (log axis), one colour per n.
-
-    Every seed is a marker (nudged sideways by n so that none hides another;
-    ``x_plotted`` in the CSV), the mean over seeds a line through the sizes.
-
-    Example:
-        >>> import tempfile
-        >>> f = pd.DataFrame({"size": ["1M"] * 2, "size_rank": [1e6] * 2, "n": [1, 1], "seed": [0, 1],
-        ...                   "non_embedding": [1e6] * 2, "budget_tokens": [1e6] * 2, "induction_success": [0.1, 0.2]})
-        >>> induction_vs_params(f, tempfile.mkdtemp())["kind"].tolist()
-        ['seed', 'seed', 'mean']
-    """
-    if metric not in frame or frame[metric].dropna().empty:
-        raise UserError(f"no '{metric}' metric in the study: cannot draw {name}")
-    seeds, means = _seeds_and_means(frame, metric, ["n", "size"])
-    ns = sorted(seeds["n"].unique())
-    colors = n_colors(frame["n"])
-    seeds["x_plotted"] = seeds["non_embedding"] * 10 ** seeds["n"].map(lambda n: _dodge(ns, n, 0.035))
-    means["x_plotted"] = means["non_embedding"]
-    rank = frame.groupby("size")["size_rank"].first()
-    means = means.assign(_r=means["size"].map(rank)).sort_values(["n", "_r"]).drop(columns="_r")
-
-    with _style():
-        fig = Figure(figsize=(7.5, 4.8), layout="constrained")
-        ax = fig.add_subplot()
-        for n in ns:
-            s, m = seeds[seeds["n"] == n], means[means["n"] == n]
-            ax.scatter(s["x_plotted"], s["value_pct"], color=colors[n], alpha=0.75, s=38, edgecolor="white",
-                       linewidth=0.6, zorder=3)
-            ax.plot(m["x_plotted"], m["value_pct"], color=colors[n], lw=2.2, marker="D", ms=5.5, zorder=4)
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(format_count))
-        ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, p: ""))
-        sizes = _sizes(frame)
-        if len(sizes) > 1:
-            lo, hi = seeds["non_embedding"].min(), seeds["non_embedding"].max()
-            ax.set_xlim(lo / 1.6, hi * 1.6)
-        else:
-            x = seeds["non_embedding"].mean()
-            ax.set_xlim(x / 2, x * 2)
-        for size in [s for s in sizes if s in LADDER]:  # name each ladder size above the axis
-            x = frame.loc[frame["size"] == size, "non_embedding"].mean()
-            ax.annotate(size, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 3),
-                        textcoords="offset points", ha="center", va="bottom", fontsize=8.5, color="0.3")
-        ax.set_xlabel("non-embedding parameters (log scale)")
-        ax.set_ylabel(f"{LABELS.get(metric, metric)} (%)")
-        _percent_axis(ax, seeds["value_pct"])
-        ax.legend(handles=_legend_handles(colors), loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-        _finish(fig, "Induction success on 2-token names vs model size",
-                _caption(frame, note, "2nd token of a name after its first mention, teacher forcing"))
-    plotted = pd.concat([seeds.assign(kind="seed"), means.assign(kind="mean")], ignore_index=True)
-    plotted = plotted.rename(columns={"value_pct": f"{metric}_pct"})
-    cols = ["kind", "n", "size", "seed", "trial", "seeds", "non_embedding", "x_plotted", f"{metric}_pct"]
-    return _save(fig, plotted[[c for c in cols if c in plotted]], out_dir, name)
+def _title(frame: pd.DataFrame, what: str) -> str:
+    tasks = frame["task"].dropna() if "task" in frame else pd.Series(dtype=str)
+    return f"{task_title(str(tasks.mode().iloc[0]))}: {what}" if len(tasks) else what[:1].upper() + what[1:]
 
 
 # ---------------- 2. accuracy against the number of operations (Figs. 8, S16) ----------------
-
-def ops_columns(frame: pd.DataFrame) -> dict[int, str]:
-    """``{m: "accuracy/ops=m"}`` for the per-m accuracy columns present.
-
-    Example:
-        >>> ops_columns(pd.DataFrame(columns=["accuracy/ops=10", "accuracy/ops=2", "accuracy/ood"]))
-        {2: 'accuracy/ops=2', 10: 'accuracy/ops=10'}
-    """
-    found = {int(OPS.match(c).group(1)): c for c in frame.columns if isinstance(c, str) and OPS.match(c)}
-    return dict(sorted(found.items()))
-
-
-def _train_max_ops(frame: pd.DataFrame) -> int:
-    if "task.train_max_ops" in frame and frame["task.train_max_ops"].notna().any():
-        return int(frame["task.train_max_ops"].dropna().mode().iloc[0])
-    return paper.POLYARITH_TRAIN_OPS[1]
 
 
 def accuracy_vs_ops(frame: pd.DataFrame, out_dir, *, train_max_ops: int | None = None, show_paper: bool = True,
@@ -297,7 +91,9 @@ def accuracy_vs_ops(frame: pd.DataFrame, out_dir, *, train_max_ops: int | None =
         >>> import tempfile
         >>> f = pd.DataFrame({"size": ["1M"], "size_rank": [1e6], "n": [1], "seed": [0], "budget_tokens": [1e6],
         ...                   "accuracy/ops=1": [0.5], "accuracy/ops=6": [0.1]})
-        >>> accuracy_vs_ops(f, tempfile.mkdtemp())[["kind", "m", "region", "accuracy_pct"]].values.tolist()[-2:]
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     plotted = accuracy_vs_ops(f, d)
+        >>> plotted[["kind", "m", "region", "accuracy_pct"]].values.tolist()[-2:]
         [['mean', 1, 'in-domain', 50.0], ['mean', 6, 'out-of-domain', 10.0]]
     """
     cols = ops_columns(frame)
@@ -362,7 +158,7 @@ def accuracy_vs_ops(frame: pd.DataFrame, out_dir, *, train_max_ops: int | None =
         if len(refs):
             extra.insert(0, Line2D([], [], color="0.35", ls="--", lw=1.3, label="paper, 100M (Fig. 8)"))
         fig.legend(handles=_legend_handles(colors, extra=extra), loc="outside right center", frameon=False)
-        _finish(fig, "Polynomial arithmetic: accuracy vs number of operations", _caption(frame, note))
+        _finish(fig, _title(frame, "accuracy vs number of operations"), _caption(frame, note))
     plotted = pd.concat([long.assign(kind="seed"), means.assign(kind="mean")]
                         + ([refs.assign(kind="paper")] if len(refs) else []), ignore_index=True)
     cols_out = ["kind", "size", "n", "seed", "trial", "seeds", "m", "m_plotted", "region", "accuracy_pct"]
@@ -383,7 +179,9 @@ def accuracy_vs_size(frame: pd.DataFrame, out_dir, *, metrics=(IN_DOMAIN, OOD), 
         >>> f = pd.DataFrame({"size": ["1M", "3M"], "size_rank": [1e6, 3e6], "n": [1, 1], "seed": [0, 0],
         ...                   "non_embedding": [1e6, 3e6], "budget_tokens": [1e6] * 2,
         ...                   "accuracy/in_domain": [0.2, 0.4], "accuracy/ood": [0.0, 0.1]})
-        >>> accuracy_vs_size(f, tempfile.mkdtemp()).query("kind == 'mean'")["accuracy_pct"].tolist()
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     plotted = accuracy_vs_size(f, d)
+        >>> plotted.query("kind == 'mean'")["accuracy_pct"].tolist()
         [20.0, 40.0, 0.0, 10.0]
     """
     metrics = [m for m in metrics if m in frame and frame[m].notna().any()]
@@ -408,14 +206,14 @@ def accuracy_vs_size(frame: pd.DataFrame, out_dir, *, metrics=(IN_DOMAIN, OOD), 
             ax.set_xticks(range(len(sizes)), [_size_label(frame, s) for s in sizes])
             ax.set_xlim(-0.5, len(sizes) - 0.5)
             ax.set_xlabel(SIZE_AXIS)
-            ax.set_title(LABELS.get(metric, metric), fontsize=10.5)
+            ax.set_title(metric_label(metric, frame), fontsize=10.5)
             ax.grid(axis="x", visible=False)
             parts += [seeds.assign(kind="seed", metric=metric), means.assign(kind="mean", metric=metric)]
         plotted = pd.concat(parts, ignore_index=True)
         axes[0].set_ylabel("exact-match accuracy (%)")
         _percent_axis(axes[0], plotted["value_pct"])
         fig.legend(handles=_legend_handles(colors), loc="outside right center", frameon=False)
-        _finish(fig, "Polynomial arithmetic: accuracy vs model size", _caption(frame, note))
+        _finish(fig, _title(frame, "accuracy vs model size"), _caption(frame, note))
     plotted = plotted.rename(columns={"value_pct": "accuracy_pct"})
     cols = ["kind", "metric", "size", "n", "seed", "trial", "seeds", "non_embedding", "x_plotted", "accuracy_pct"]
     return _save(fig, plotted[[c for c in cols if c in plotted]], out_dir, name)
@@ -542,16 +340,17 @@ def gain_over_ntp(frame: pd.DataFrame, out_dir, *, metrics=None, note: str = "",
                   name: str = "gain_over_ntp") -> pd.DataFrame:
     """Gain (percentage points) of each n > 1 over n = 1 at each size, one panel per metric.
 
-    The diamond is the difference of the seed means, the bar +-1 Welch
-    standard error (drawn when both n and n = 1 have at least two seeds), the
-    small circles each seed of n minus the n = 1 mean. A UserError if no size
-    has both n = 1 and some n > 1.
+    The diamond is the difference of the seed means, the bar its 95% Welch
+    interval (drawn when both n and n = 1 have at least two seeds; the CSV
+    also has the standard error ``se_pp``), the small circles each seed of n
+    minus the n = 1 mean. A UserError if no size has both n = 1 and some n > 1.
 
     Example:
         >>> import tempfile
         >>> f = pd.DataFrame({"size": ["1M"] * 4, "size_rank": [1e6] * 4, "n": [1, 1, 2, 2], "seed": [0, 1, 0, 1],
         ...                   "budget_tokens": [1e6] * 4, "induction_success": [0.1, 0.2, 0.4, 0.5]})
-        >>> g = gain_over_ntp(f, tempfile.mkdtemp())
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     g = gain_over_ntp(f, d)
         >>> g[g.kind == "mean"][["n", "gain_pp", "seeds", "seeds_baseline"]].round(2).values.tolist()
         [[2, 30.0, 2, 2]]
     """
@@ -571,7 +370,8 @@ def gain_over_ntp(frame: pd.DataFrame, out_dir, *, metrics=None, note: str = "",
         for ax, (metric, table) in zip(axes, tables.items()):
             ax.axhline(0, color="0.3", lw=1, zorder=1)
             table = table.assign(kind="mean", metric=metric, gain_pp=100 * table["gain"],
-                                 se_pp=100 * table["se"].astype(float))
+                                 se_pp=100 * table["se"].astype(float), lo_pp=100 * table["lo"].astype(float),
+                                 hi_pp=100 * table["hi"].astype(float))
             table["x_plotted"] = table["size"].map(pos) + table["n"].map(lambda n: _dodge(ns, n, 0.16))
             seed_rows = []
             for r in table.itertuples(index=False):
@@ -587,7 +387,8 @@ def gain_over_ntp(frame: pd.DataFrame, out_dir, *, metrics=None, note: str = "",
                     s = seeds[seeds["n"] == n]
                     ax.scatter(s["x_plotted"], s["gain_pp"], s=20, color=colors[n], alpha=0.6, edgecolor="white",
                                linewidth=0.5, zorder=3)
-                ax.errorbar(t["x_plotted"], t["gain_pp"], yerr=t["se_pp"].fillna(0), fmt="D", ms=6.5,
+                yerr = np.vstack([(t["gain_pp"] - t["lo_pp"]).fillna(0), (t["hi_pp"] - t["gain_pp"]).fillna(0)])
+                ax.errorbar(t["x_plotted"], t["gain_pp"], yerr=yerr, fmt="D", ms=6.5,
                             color=colors[n], capsize=4, lw=1.6, zorder=4)
             ax.set_xticks(range(len(sizes)), [_size_label(frame, s) for s in sizes])
             ax.set_xlim(-0.5, len(sizes) - 0.5)
@@ -595,88 +396,19 @@ def gain_over_ntp(frame: pd.DataFrame, out_dir, *, metrics=None, note: str = "",
             lo, hi = ax.get_ylim()
             ax.set_ylim(min(lo, -2.0), max(hi, 2.0))  # a flat zero gain should look flat, not like noise
             ax.set_ylabel("gain over n = 1 (percentage points)")
-            ax.set_title(LABELS.get(metric, metric), fontsize=10.5)
+            ax.set_title(metric_label(metric, frame), fontsize=10.5)
             ax.grid(axis="x", visible=False)
             parts += [table, seeds]
         handles = [Patch(color=colors[n], label=f"n = {n} − n = 1") for n in ns]
         handles += [Line2D([], [], ls="", marker="o", color="0.35", alpha=0.6, label="one seed − mean(n = 1)"),
-                    Line2D([], [], color="0.35", marker="D", ms=6, lw=1.6, label="difference of means\n± 1 s.e. (Welch)")]
+                    Line2D([], [], color="0.35", marker="D", ms=6, lw=1.6, label="difference of means\nand 95% interval (Welch)")]
         fig.legend(handles=handles, loc="outside right center", frameon=False)
         single = any(t["se"].isna().any() for t in tables.values())
         _finish(fig, "Gain of multi-token prediction over next-token prediction",
                 _caption(frame, note, "no bar: fewer than 2 seeds in a cell" if single else ""))
     plotted = pd.concat([p for p in parts if len(p)], ignore_index=True)
-    cols = ["kind", "metric", "size", "n", "seed", "seeds", "seeds_baseline", "x_plotted", "gain_pp", "se_pp"]
+    cols = ["kind", "metric", "size", "n", "seed", "seeds", "seeds_baseline", "x_plotted", "gain_pp", "se_pp",
+            "lo_pp", "hi_pp"]
     return _save(fig, plotted[[c for c in cols if c in plotted]], out_dir, name)
 
 
-# ---------------- which figures fit a study ----------------
-
-def plan(frame: pd.DataFrame, task: str = "") -> list[str]:
-    """The figures that fit the frame's metrics; UserError if none of the task figures does.
-
-    Example:
-        >>> plan(pd.DataFrame({"n": [1, 2], "size": ["1M"] * 2, "induction_success": [0.1, 0.2]}))
-        ['induction_vs_params', 'training_curves', 'gain_over_ntp']
-        >>> plan(pd.DataFrame({"n": [1], "loss": [1.0]}), "copy")
-        Traceback (most recent call last):
-        ...
-        lab.errors.UserError: no figure for task copy: its metrics (loss) have no accuracy/ops=m, accuracy/in_domain, accuracy/ood or induction_success
-    """
-    figs = []
-    if INDUCTION in frame and frame[INDUCTION].notna().any():
-        figs.append("induction_vs_params")
-    if ops_columns(frame):
-        figs.append("accuracy_vs_ops")
-    if any(m in frame and frame[m].notna().any() for m in (IN_DOMAIN, OOD)):
-        figs.append("accuracy_vs_size")
-    if not figs:
-        from analysis.loader import metric_columns
-
-        metrics = ", ".join(metric_columns(frame)[:8]) or "none"
-        raise UserError(f"no figure for task {task or 'unknown'}: its metrics ({metrics}) have no accuracy/ops=m, "
-                        f"accuracy/in_domain, accuracy/ood or induction_success")
-    figs.append("training_curves")
-    if gain_metrics(frame):
-        figs.append("gain_over_ntp")
-    return figs
-
-
-def draw_all(frame: pd.DataFrame, out_dir, *, task: str = "", note: str = "", checkpoint: str = "",
-             run_root=None, show_paper: bool = True) -> tuple[dict[str, list[Path]], list[str]]:
-    """Draw every figure that fits; returns ``({figure: [files]}, [why some were skipped])``.
-
-    ``note`` goes into every caption, ``checkpoint`` (which checkpoint the
-    metrics come from) into those of the metric figures.
-
-    Example:
-        >>> import tempfile
-        >>> f = pd.DataFrame({"size": ["1M"], "size_rank": [1e6], "n": [1], "seed": [0], "trial": [0],
-        ...                   "non_embedding": [1e6], "budget_tokens": [1e6], "induction_success": [0.2],
-        ...                   "run_dir": [None]})
-        >>> files, skipped = draw_all(f, tempfile.mkdtemp())
-        >>> sorted(files), len(skipped)
-        (['induction_vs_params'], 2)
-    """
-    out_dir = Path(out_dir)
-    drawn, skipped = {}, []
-    metric_note = "   ·   ".join(p for p in (checkpoint, note) if p)
-    for fig in plan(frame, task):
-        try:
-            if fig == "induction_vs_params":
-                induction_vs_params(frame, out_dir, note=metric_note)
-            elif fig == "accuracy_vs_ops":
-                accuracy_vs_ops(frame, out_dir, note=metric_note, show_paper=show_paper)
-            elif fig == "accuracy_vs_size":
-                accuracy_vs_size(frame, out_dir, note=metric_note)
-            elif fig == "training_curves":
-                training_curves(frame, out_dir, note=note, run_root=run_root)
-            elif fig == "gain_over_ntp":
-                gain_over_ntp(frame, out_dir, note=metric_note)
-        except UserError as e:
-            skipped.append(f"{fig}: {str(e).split(': cannot draw')[0]}")
-            continue
-        names = [fig] if fig != "training_curves" else [file_name(f"{fig}_size={size}") for size in _sizes(frame)]
-        drawn[fig] = [out_dir / f"{name}.{ext}" for name in names for ext in ("png", "pdf", "csv")
-                      if (out_dir / f"{name}.{ext}").is_file()]
-    return drawn, skipped

@@ -17,7 +17,13 @@ completed trial comes out. Columns:
   under the name the cell gives it;
 - metrics: the final metrics under their own flat names
   (``accuracy/ops=3``, ``induction_success``, ...) and the best checkpoint's
-  under ``best:<name>``.
+  under ``best:<name>`` (the checkpoint the run selected: on the validation
+  objective ``valid/<objective>`` when the task has a validation split, else
+  on the test objective), the test-selected (paper-faithful) checkpoint's
+  under ``best_by_test:<name>``. Validation metrics are named ``valid/<name>``
+  in each set;
+- milestones: ``milestone:<name>`` (e.g. ``milestone:tokens_to_induction``);
+  a milestone never reached is ``inf``, one not recorded is missing.
 
 Trials in any other state (RUNNING, WAITING, FAIL, PRUNED) are cells still
 missing; :func:`missing_cells` lists them together with grid cells that have
@@ -40,7 +46,6 @@ Example:
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -51,13 +56,38 @@ import pandas as pd
 from lab.errors import UserError
 from lab.storage_url import redact, with_driver
 
-# The paper's size ladder (Table S14) with the nominal non-embedding count each name stands for.
-LADDER = {"1M": 1e6, "3M": 3e6, "10M": 10e6, "30M": 30e6, "100M": 100e6, "300M": 300e6, "1B": 1e9}
 
-BEST = "best:"  # prefix of the best-checkpoint metric columns
+def nominal_count(name: str) -> float | None:
+    """The parameter count a ladder name stands for ("0.1M" -> 1e5, "1B" -> 1e9); None if it is not one.
+
+    Example:
+        >>> nominal_count("0.3M"), nominal_count("30M"), nominal_count("1B"), nominal_count("custom")
+        (300000.0, 30000000.0, 1000000000.0, None)
+    """
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kKMBT])", str(name).strip())
+    if not match:
+        return None
+    return float(match.group(1)) * {"k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}[match.group(2)]
+
+
+def _ladder() -> dict[str, float]:
+    from lab.config import SIZES
+
+    named = {name: nominal_count(name) for name in SIZES}
+    return dict(sorted(((k, v) for k, v in named.items() if v is not None), key=lambda kv: kv[1]))
+
+
+# The size ladder of lab.config.SIZES (the paper's Table S14 plus smaller sizes), smallest first, with the
+# nominal non-embedding count each name stands for.
+LADDER = _ladder()
+
+BEST = "best:"  # prefix of the metric columns of the checkpoint each run selected (on validation when it can)
+BY_TEST = "best_by_test:"  # prefix of the metric columns of the checkpoint best on the test objective (the paper's)
+MILESTONE = "milestone:"  # prefix of the run's milestones (tokens_to_induction, ...); inf = never reached
+PREFIXES = {"final": "", "best": BEST, "best-by-test": BY_TEST}
 CONFIG_COLUMNS = ["trial", "run_key", "cell_key", "cell_trial", "task", "n", "size", "size_rank", "non_embedding", "params_total", "seed",
                   "head_kind", "heads_on_top", "budget_tokens", "tokens_seen", "wall_seconds", "device", "run_dir",
-                  "best_step", "value"]
+                  "best_step", "best_by_test_step", "value"]
 
 
 def _quiet_optuna() -> None:
@@ -236,7 +266,8 @@ def _row(trial) -> dict:
         "heads_on_top": bool(model.get("heads_on_top", cell.get("model.heads_on_top", False))),
         "budget_tokens": budget_tokens(train), "tokens_seen": _number(ua.get("tokens_seen")),
         "wall_seconds": _number(ua.get("wall_seconds")), "device": ua.get("device"), "run_dir": ua.get("run_dir"),
-        "best_step": _number(ua.get("best_step")), "value": trial.value,
+        "best_step": _number(ua.get("best_step")), "best_by_test_step": _number(ua.get("best_by_test_step")),
+        "value": trial.value,
     }
     for section in ("task", "model", "train"):
         for key, value in (config.get(section) or {}).items():
@@ -247,9 +278,16 @@ def _row(trial) -> dict:
     for key, value in (ua.get("metrics") or {}).items():
         if _number(value) is not None:
             row[key] = float(value)
-    for key, value in (ua.get("best_metrics") or {}).items():
-        if _number(value) is not None:
-            row[BEST + key] = float(value)
+    for prefix, attr in ((BEST, "best_metrics"), (BY_TEST, "best_by_test_metrics")):
+        for key, value in (ua.get(attr) or {}).items():
+            if _number(value) is not None:
+                row[prefix + key] = float(value)
+    milestones = ua.get("milestones")
+    for key, value in (milestones.items() if isinstance(milestones, dict) else ()):
+        if value is None:
+            row[MILESTONE + key] = math.inf  # recorded as never reached
+        elif _number(value) is not None:
+            row[MILESTONE + key] = float(value)
     return row
 
 
@@ -423,22 +461,33 @@ def missing_cells(storage, study_name: str) -> pd.DataFrame:
     return load_study(storage, study_name).missing
 
 
-def metric_columns(frame: pd.DataFrame, which: str = "final", swept: tuple = ()) -> list[str]:
-    """The metric columns of a loaded frame: final ones, or the ``best:`` ones.
+def _prefix_of(col: str) -> str:
+    for prefix in (BEST, BY_TEST, MILESTONE):
+        if col.startswith(prefix):
+            return prefix
+    return ""
 
-    A metric column is numeric, not a config column, not a dotted config key
-    (``model.n``) and not in ``swept``. :attr:`StudyData.metrics` holds the
-    exact list for a loaded study.
+
+def metric_columns(frame: pd.DataFrame, which: str = "final", swept: tuple = ()) -> list[str]:
+    """The metric columns of a loaded frame: final ones, ``best:`` ones or ``best_by_test:`` ones.
+
+    ``which`` is ``final``, ``best`` or ``best-by-test``. A metric column is
+    numeric, not a config column, not a dotted config key (``model.n``), not
+    a milestone and not in ``swept``. :attr:`StudyData.metrics` holds the
+    exact list of final metrics for a loaded study.
 
     Example:
-        >>> metric_columns(pd.DataFrame({"n": [1], "accuracy/ood": [0.1], "best:accuracy/ood": [0.2], "model.n": [1]}))
-        ['accuracy/ood']
+        >>> f = pd.DataFrame({"n": [1], "accuracy/ood": [0.1], "best:accuracy/ood": [0.2], "model.n": [1],
+        ...                   "best_by_test:accuracy/ood": [0.3], "milestone:tokens_to_induction": [1e6]})
+        >>> metric_columns(f), metric_columns(f, "best-by-test")
+        (['accuracy/ood'], ['best_by_test:accuracy/ood'])
     """
+    want = PREFIXES[which]
     out = []
     for col in frame.columns:
-        if col in CONFIG_COLUMNS or col in swept or col.startswith(BEST) != (which == "best"):
+        if col in CONFIG_COLUMNS or col in swept or _prefix_of(col) != want:
             continue
-        base = col[len(BEST):] if col.startswith(BEST) else col
+        base = col[len(want):]
         if re.match(r"^[A-Za-z_]\w*\.", base) or not pd.api.types.is_numeric_dtype(frame[col]):
             continue
         out.append(col)
@@ -446,38 +495,22 @@ def metric_columns(frame: pd.DataFrame, which: str = "final", swept: tuple = ())
 
 
 def with_metrics(frame: pd.DataFrame, which: str) -> pd.DataFrame:
-    """The frame with its metric columns taken from the final (``final``) or best (``best``) checkpoint.
+    """The frame with its metric columns taken from one checkpoint: ``final``, ``best`` or ``best-by-test``.
 
-    With ``best``, a trial without best metrics keeps its final ones.
+    ``best`` is the checkpoint each run selected (on validation when it had a
+    validation split), ``best-by-test`` the one best on the test objective.
+    A trial without metrics of that checkpoint keeps its final ones.
 
     Example:
-        >>> f = pd.DataFrame({"n": [1], "induction_success": [0.2], "best:induction_success": [0.3]})
-        >>> with_metrics(f, "best")["induction_success"].tolist()
-        [0.3]
+        >>> f = pd.DataFrame({"n": [1], "induction_success": [0.2], "best:induction_success": [0.3],
+        ...                   "best_by_test:induction_success": [0.4]})
+        >>> with_metrics(f, "best")["induction_success"].tolist(), with_metrics(f, "best-by-test")["induction_success"].tolist()
+        ([0.3], [0.4])
     """
     out = frame.copy()
-    if which == "best":
-        for col in metric_columns(frame, "best"):
-            name = col[len(BEST):]
+    prefix = PREFIXES[which]
+    if prefix:
+        for col in metric_columns(frame, which):
+            name = col[len(prefix):]
             out[name] = out[col].where(out[col].notna(), out[name]) if name in out else out[col]
     return out
-
-
-def read_run_metrics(run_dir) -> pd.DataFrame | None:
-    """A run folder's ``metrics.jsonl`` as a DataFrame (None if it is missing or unreadable).
-
-    Example:
-        >>> read_run_metrics("/nonexistent") is None
-        True
-    """
-    path = Path(str(run_dir)) / "metrics.jsonl" if run_dir else None
-    if path is None or not path.is_file():
-        return None
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue  # a torn last line of a running job
-    return pd.DataFrame(rows) if rows else None

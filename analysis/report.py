@@ -1,17 +1,21 @@
-"""The markdown report of a study: spec and budget, tables, tests, figures, the paper beside ours.
+"""The markdown report of a study: spec and budget, tables with intervals, comparisons, figures, the paper.
 
 :func:`render` turns a loaded study (:class:`analysis.loader.StudyData`)
-and the figures already drawn into one markdown text. It states what is
-still missing, so a report of a running study is honest about it.
+and the figures already drawn into one markdown text. It states which
+checkpoint the metrics come from (by default the one each run chose on
+validation), any best-of-K selection, and what is still missing, so a report
+of a running study is honest about it. The statistics are those of
+:mod:`analysis.stats`: 95% t-intervals across seeds, Welch comparisons of
+each n > 1 with n = 1, and a plain verdict per comparison.
 
 Example:
     >>> import pandas as pd
     >>> f = pd.DataFrame({"size": ["1M"] * 2, "size_rank": [1e6] * 2, "n": [1, 1], "seed": [0, 1],
     ...                   "accuracy/in_domain": [0.2, 0.4]})
     >>> print(metric_table(f, "accuracy/in_domain"))
-    | size | n | mean | sd | min | max | seeds |
-    |---|---|---|---|---|---|---|
-    | 1M | 1 | 30.00% | 14.14 | 20.00% | 40.00% | 2 |
+    | size | n | mean | 95% interval | sd | min | max | seeds |
+    |---|---|---|---|---|---|---|---|
+    | 1M | 1 | 30.00% | [-97.06%, 157.06%] | 14.14 | 20.00% | 40.00% | 2 |
 """
 
 from __future__ import annotations
@@ -26,13 +30,22 @@ import pandas as pd
 import yaml
 
 from analysis import paper, stats
-from analysis.figures import INDUCTION, IN_DOMAIN, OOD, budget_caption, format_count, ops_columns
+from analysis.induction_figures import milestone_summary, run_milestones
 from analysis.loader import StudyData, redact
+from analysis.plotkit import IN_DOMAIN, INDUCTION, OOD, budget_caption, format_count
+from analysis.report_paper import paper_section
+from analysis.selection import valid_column
 
 FAMILY = re.compile(r"^(?P<family>.+)/(?P<key>\w+)=(?P<value>[^/]+)$")
 DESCRIPTIONS = {
     "induction_vs_params": "Induction success (%) against non-embedding parameters (log axis), one colour per n; "
                            "every seed a marker, the mean over seeds a line (the paper's Figure 7).",
+    "induction_curves": "Test induction success (%) against training tokens at every eval (the run folders' "
+                        "eval.json), one panel per size, one colour per n; every seed a thin line, the mean over "
+                        "seeds a thick line; the dotted line is the 10% threshold of tokens to induction.",
+    "tokens_to_induction": "Training tokens until test induction success first reached 10%, against non-embedding "
+                           "parameters, by n: every seed a marker, the mean of the runs that reached it with its 95% "
+                           "interval; runs that never reached it sit at the top edge (\"not reached\").",
     "accuracy_vs_ops": "Exact-match accuracy (%) against the number of operations m, one panel per size, one "
                        "colour per n; the out-of-domain region is shaded; on a 100M panel the paper's Fig. 8 "
                        "readings are dashed (the paper's Figures 8 and S16).",
@@ -40,7 +53,7 @@ DESCRIPTIONS = {
     "training_curves": "Training loss (nats) and top-1 accuracy (%) of each head against training tokens, "
                        "one column per n, one line per seed (from the run folders' metrics.jsonl).",
     "gain_over_ntp": "Gain of each n > 1 over n = 1 at each size in percentage points: difference of the seed "
-                     "means with +-1 Welch standard error, and each seed's difference to the n = 1 mean.",
+                     "means with its 95% Welch interval, and each seed's difference to the n = 1 mean.",
 }
 
 
@@ -54,12 +67,24 @@ def is_rate(metric: str) -> bool:
     return "acc" in metric or "success" in metric
 
 
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _fmt(value, rate: bool, *, sign: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return "–"
     if rate:
         return f"{100 * value:+.2f}%" if sign else f"{100 * value:.2f}%"
     return f"{value:+.4g}" if sign else f"{value:.4g}"
+
+
+def _interval(lo, hi, rate: bool, *, sign: bool = False, unit: str = "") -> str:
+    if _missing(lo) or _missing(hi):
+        return "n/a (1 seed)" if not sign else "n/a"
+    if rate and unit:
+        return f"[{100 * lo:+.2f}, {100 * hi:+.2f}] {unit}"
+    return f"[{_fmt(lo, rate, sign=sign)}, {_fmt(hi, rate, sign=sign)}]"
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -68,52 +93,59 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def _keys(frame: pd.DataFrame) -> list[str]:
+    """The cell-group keys of the tables: size, the variant (a swept key's value) if any, n."""
+    return ["size"] + (["variant"] if "variant" in frame else []) + ["n"]
+
+
 def metric_table(frame: pd.DataFrame, metric: str) -> str:
-    """Mean, spread (sd; in points for rates), min, max and seeds of one metric per (size, n).
+    """Per (size, n): mean, 95% t-interval across seeds (n/a with one), sd (points for rates), min, max, seeds.
 
     Example:
         >>> f = pd.DataFrame({"size": ["1M"], "n": [2], "loss": [1.5]})
         >>> print(metric_table(f, "loss").splitlines()[-1])
-        | 1M | 2 | 1.5 | – | 1.5 | 1.5 | 1 |
+        | 1M | 2 | 1.5 | n/a (1 seed) | – | 1.5 | 1.5 | 1 |
     """
-    rate = is_rate(metric)
-    summary = stats.summarize(frame, metric)
-    rows = [[r["size"], int(r["n"]), _fmt(r["mean"], rate),
-             "–" if pd.isna(r["sd"]) else (f"{100 * r['sd']:.2f}" if rate else f"{r['sd']:.3g}"),
-             _fmt(r["min"], rate), _fmt(r["max"], rate), int(r["seeds"])] for _, r in summary.iterrows()]
-    return _table(["size", "n", "mean", "sd", "min", "max", "seeds"], rows)
+    rate, keys = is_rate(metric), _keys(frame)
+    summary = stats.summarize(frame, metric, by=keys)
+    rows = [[r[k] if k != "n" else int(r[k]) for k in keys]
+            + [_fmt(r["mean"], rate), _interval(r["lo"], r["hi"], rate),
+               "–" if pd.isna(r["sd"]) else (f"{100 * r['sd']:.2f}" if rate else f"{r['sd']:.3g}"),
+               _fmt(r["min"], rate), _fmt(r["max"], rate), int(r["seeds"])] for _, r in summary.iterrows()]
+    return _table(keys + ["mean", "95% interval", "sd", "min", "max", "seeds"], rows)
 
 
 def family_table(frame: pd.DataFrame, columns: dict) -> str:
-    """One wide table for a metric family (``accuracy/ops=1..10``): mean +- sd per (size, n).
+    """One wide table for a metric family (``accuracy/ops=1..10``): mean [95% interval] per (size, n).
 
     Example:
         >>> f = pd.DataFrame({"size": ["1M"] * 2, "n": [1, 1], "accuracy/ops=1": [0.5, 0.7]})
         >>> print(family_table(f, {"1": "accuracy/ops=1"}).splitlines()[-1])
-        | 1M | 1 | 2 | 60.0 ± 14.1 |
+        | 1M | 1 | 2 | 60.0 [-67.1, 187.1] |
     """
     first = next(iter(columns.values()))
     rate = is_rate(first)
     scale = 100 if rate else 1
     key = FAMILY.match(first).group("key") if FAMILY.match(first) else ""
-    groups = frame.groupby(["size", "n"], sort=False)
-    order = stats.summarize(frame, first)[["size", "n"]].values.tolist() if first in frame else []
+    keys = _keys(frame)
+    groups = frame.groupby(keys, sort=False)
+    order = stats.summarize(frame, first, by=keys)[keys].values.tolist() if first in frame else []
     rows = []
-    for size, n in order:
-        g = groups.get_group((size, n))
+    for group in order:
+        g = groups.get_group(tuple(group))
         cells = []
         for col in columns.values():
-            v = g[col].dropna() * scale if col in g else pd.Series(dtype=float)
-            if v.empty:
+            mean, lo, hi, k = stats.mean_interval(g[col] * scale) if col in g else (math.nan, math.nan, math.nan, 0)
+            if k == 0:
                 cells.append("–")
             else:
-                cells.append(f"{v.mean():.1f} ± {v.std():.1f}" if len(v) > 1 else f"{v.mean():.1f}")
-        rows.append([size, int(n), int(g[first].notna().sum())] + cells)
-    return _table(["size", "n", "seeds"] + [f"{key}={k}" for k in columns], rows)
+                cells.append(f"{mean:.1f} [{lo:.1f}, {hi:.1f}]" if k > 1 else f"{mean:.1f} (n/a)")
+        rows.append([v if k != "n" else int(v) for k, v in zip(keys, group)] + [int(g[first].notna().sum())] + cells)
+    return _table(keys + ["seeds"] + [f"{key}={k}" for k in columns], rows)
 
 
 def headline_metrics(data: StudyData) -> list[str]:
-    """The metrics the significance tests and the gain figure use: the objective plus the task's summaries.
+    """The metrics the comparisons and the gain figure use: the objective plus the task's summaries.
 
     Example:
         >>> headline_metrics(StudyData("s", pd.DataFrame({"accuracy/ood": [0.1]}), pd.DataFrame(),
@@ -125,35 +157,87 @@ def headline_metrics(data: StudyData) -> list[str]:
 
 
 def significance_table(frame: pd.DataFrame, metrics: list[str]) -> tuple[str, bool]:
-    """Welch comparison of each n > 1 against n = 1 per size and metric; (markdown, any test run).
+    """Each n > 1 minus n = 1 at the same size, per metric: difference, 95% Welch interval, p-values, verdict.
+
+    Returns (markdown, whether any comparison had two seeds on both sides).
 
     Example:
-        >>> f = pd.DataFrame({"size": ["1M"] * 4, "size_rank": [1e6] * 4, "n": [1, 1, 2, 2],
-        ...                   "accuracy/ood": [0.1, 0.2, 0.4, 0.5]})
+        >>> f = pd.DataFrame({"size": ["1M"] * 6, "size_rank": [1e6] * 6, "n": [1, 1, 1, 2, 2, 2],
+        ...                   "accuracy/ood": [0.10, 0.12, 0.11, 0.40, 0.42, 0.41]})
         >>> text, tested = significance_table(f, ["accuracy/ood"])
-        >>> tested, text.splitlines()[-1].split(" | ")[3]
-        (True, '+30.00 pp')
+        >>> row = text.splitlines()[-1].split(" | ")
+        >>> tested, row[3], row[4], row[-1]
+        (True, '+30.00 pp', '[+27.73, +32.27] pp', 'resolved: n = 2 is higher |')
     """
     rows, tested = [], False
+    within = ["size"] + (["variant"] if "variant" in frame else [])
     for metric in metrics:
         rate = is_rate(metric)
-        for _, g in stats.gains(frame, metric).iterrows():
+        for _, g in stats.gains(frame, metric, within=within).iterrows():
             gain = f"{100 * g['gain']:+.2f} pp" if rate else f"{g['gain']:+.4g}"
-            if pd.isna(g["p"]):
-                rows.append([metric, g["size"], f"{int(g['n'])} vs 1", gain, "–", "–", "–",
-                             f"not tested ({int(g['seeds'])} / {int(g['seeds_baseline'])} seeds; needs 2 each)",
-                             f"{int(g['seeds'])} / {int(g['seeds_baseline'])}"])
+            seeds = f"{int(g['seeds'])} / {int(g['seeds_baseline'])}"
+            where = [g[w] for w in within]
+            if _missing(g["p"]):
+                rows.append([metric, *where, f"{int(g['n'])} vs 1", gain, "–", "–", "–", seeds, stats.verdict(g)])
                 continue
             tested = True
-            se = f"{100 * g['se']:.2f}" if rate else f"{g['se']:.3g}"
-            t = "∞" if math.isinf(g["t"]) else f"{g['t']:.2f}"
-            df = "–" if pd.isna(g["df"]) else f"{g['df']:.1f}"
-            p = f"{g['p']:.3f}" + (f" (min. possible {g['p_min']:.2f})" if not pd.isna(g["p_min"]) else "")
-            rows.append([metric, g["size"], f"{int(g['n'])} vs 1", gain, se, t, df, p,
-                         f"{int(g['seeds'])} / {int(g['seeds_baseline'])}"])
+            interval = _interval(g["lo"], g["hi"], rate, sign=True, unit="pp" if rate else "")
+            p_perm = f"{g['p_perm']:.3f}" + (f" (min. {g['p_min']:.2f})" if not _missing(g["p_min"]) else "")
+            rows.append([metric, *where, f"{int(g['n'])} vs 1", gain, interval, f"{g['p']:.3f}", p_perm, seeds,
+                         stats.verdict(g)])
     if not rows:
         return "No size has both n = 1 and n > 1 finished yet.", False
-    return _table(["metric", "size", "n", "gain", "s.e.", "t", "df", "p", "seeds (n / n=1)"], rows), tested
+    header = ["metric", *within, "n", "difference", "95% interval (Welch)", "p (Welch t)",
+              "p (exact permutation)", "seeds (n / n=1)", "verdict"]
+    return _table(header, rows), tested
+
+
+def milestone_lines(frame: pd.DataFrame, run_root=None) -> list[str]:
+    """The tokens-to-induction table: per (size, n) runs that reached it, and the mean with its 95% interval.
+
+    Example:
+        >>> f = pd.DataFrame({"size": ["1M"] * 2, "size_rank": [1e6] * 2, "n": [2, 2], "seed": [0, 1],
+        ...                   "trial": [0, 1], "milestone:tokens_to_induction": [1e6, float("inf")]})
+        >>> milestone_lines(f)[-1].splitlines()[-1]
+        '| 1M | 2 | 1 of 2 | 1.0M | n/a (1 seed) |'
+    """
+    ms = run_milestones(frame, run_root)
+    if ms.empty:
+        return []
+    summary = milestone_summary(ms)
+    rank = frame.groupby("size")["size_rank"].first() if "size_rank" in frame else None
+    if rank is not None:
+        summary = summary.assign(_r=summary["size"].map(rank)).sort_values(["_r", "n"], kind="stable")
+    rows = [[r["size"], int(r["n"]), f"{int(r['reached'])} of {int(r['runs'])}",
+             "–" if _missing(r["mean"]) else paper.format_tokens(r["mean"]),
+             "n/a (1 seed)" if _missing(r["lo"]) else
+             f"[{paper.format_tokens(max(r['lo'], 0))}, {paper.format_tokens(r['hi'])}]"]
+            for _, r in summary.iterrows()]
+    never = int(summary["not_reached"].sum())
+    return [f"Training tokens at the first eval whose test induction success was at least 10% (the runs' "
+            f"`milestones`). Mean and 95% interval over the runs that reached it; {never} of {len(ms)} runs never "
+            "did within their budget.", "",
+            _table(["size", "n", "reached", "mean tokens", "95% interval"], rows)]
+
+
+def selection_lines(frame: pd.DataFrame, key: str, note: str, objective: str | None) -> list[str]:
+    """The best-of-K selection: the sentence and which value each (n, size, seed) group chose.
+
+    Example:
+        >>> f = pd.DataFrame({"size": ["1M"], "n": [1], "seed": [0], "train.lr": [0.003], "selected_from": [3],
+        ...                   "best:valid/acc": [0.5]})
+        >>> selection_lines(f, "train.lr", "best of 3 learning rates per (n, size, seed)", "acc")[-1].splitlines()[-1]
+        '| 1M | 1 | 0 | 0.003 | 0.5 | 3 |'
+    """
+    col = valid_column(objective)
+    keys = [k for k in ("size", "n", "seed") if k in frame]
+    rows = [[r[k] for k in keys] + [f"{r[key]:g}" if isinstance(r[key], float) else r[key],
+                                    "–" if col not in frame else f"{r[col]:.4g}", int(r["selected_from"])]
+            for _, r in frame.iterrows()]
+    return [f"Every number below is for the **{note}**: within each group of runs equal in every other swept key, "
+            f"the run with the best `valid/{objective}` (at its own selected checkpoint) is kept and its test "
+            "metrics are reported; the test set plays no part in the choice.", "",
+            _table(keys + [f"chosen {key}", f"valid/{objective}", "out of"], rows)]
 
 
 def _budget_lines(data: StudyData) -> list[str]:
@@ -183,10 +267,6 @@ def _budget_lines(data: StudyData) -> list[str]:
     return lines
 
 
-def _our_budget(frame: pd.DataFrame) -> str:
-    return budget_caption(frame).split(":", 1)[1].split(" tokens/run")[0].strip()
-
-
 def _sizes_table(frame: pd.DataFrame) -> str:
     rows = []
     cols = {"d_model": "model.d_model", "layers": "model.layers", "heads": "model.n_heads"}
@@ -196,7 +276,8 @@ def _sizes_table(frame: pd.DataFrame) -> str:
                      format_count(g["non_embedding"].mean()) if g["non_embedding"].notna().any() else "?",
                      format_count(g["params_total"].mean()) if "params_total" in g and g["params_total"].notna().any()
                      else "?",
-                     ", ".join(str(int(s)) for s in sorted(g["seed"].dropna()))])
+                     ", ".join(str(int(s)) for s in sorted(set(g["seed"].dropna())))
+                     + (f" ({len(g)} runs)" if len(g) > g["seed"].nunique() else "")])
     return _table(["size", "n", "d_model / layers / attn heads", "head kind", "non-embedding params",
                    "total params", "seeds finished"], rows)
 
@@ -253,82 +334,17 @@ def _missing_section(data: StudyData) -> list[str]:
     return lines
 
 
-def _task_differences(frame: pd.DataFrame) -> list[str]:
-    """How the polyarith task config differs from the paper's setup."""
-    expected = {"task.train_min_ops": paper.POLYARITH_TRAIN_OPS[0], "task.train_max_ops": paper.POLYARITH_TRAIN_OPS[1],
-                "task.test_min_ops": paper.POLYARITH_TEST_OPS[0], "task.test_max_ops": paper.POLYARITH_TEST_OPS[1],
-                "task.test_per_op": 2000}
-    out = []
-    for key, want in expected.items():
-        if key in frame and frame[key].notna().any():
-            got = sorted({int(v) for v in frame[key].dropna()})
-            if got != [want]:
-                out.append(f"`{key}` = {', '.join(map(str, got))} (paper: {want})")
-    return out
-
-
-def _paper_polyarith(frame: pd.DataFrame) -> list[str]:
-    cols = ops_columns(frame)
-    sizes = frame.groupby("size", sort=False)["size_rank"].first().sort_values()
-    size = "100M" if "100M" in sizes.index else sizes.index[-1]
-    ns = [n for n in (1, 2, 4)]
-    at = frame[frame["size"] == size]
-    lines = [paper.POLYARITH_NOTE, ""]
-    if size != "100M":
-        lines.append(f"We have no 100M run, so ours is our largest size, **{size}** "
-                     f"({format_count(at['non_embedding'].mean())} non-embedding parameters). "
-                     "Compare the shape of the curves and the sign of the n > 1 gain, not the levels.")
-    else:
-        lines.append("Ours is our 100M size.")
-    lines.append("")
-    header = ["m"] + [f"paper n={n}" for n in ns] + [f"ours n={n} ({size})" for n in ns]
-    rows = []
-    for m in sorted(set(paper.POLYARITH_100M) | set(cols)):
-        row = [f"{m}" + (" (OOD)" if m > paper.POLYARITH_TRAIN_OPS[1] else "")]
-        for n in ns:
-            ref = paper.polyarith_reference(m, n)
-            row.append("–" if ref is None else (f"~{ref:g}" if m >= paper.POLYARITH_APPROX_FROM else f"{ref:g}"))
-        for n in ns:
-            v = at.loc[at["n"] == n, cols[m]].dropna() if m in cols else pd.Series(dtype=float)
-            row.append(f"{100 * v.mean():.1f} ({len(v)})" if len(v) else "–")
-        rows.append(row)
-    lines.append(_table(header, rows))
-    lines.append("")
-    lines.append("Accuracy in %; ours is the mean over seeds (number of seeds in brackets).")
-    return lines
-
-
-def _paper_induction(frame: pd.DataFrame) -> list[str]:
-    lines = [paper.INDUCTION_NOTE, "", "Ours, n = 2 against n = 1 (mean over seeds, induction success in %):", ""]
-    rows = []
-    g = stats.gains(frame, INDUCTION)
-    for _, r in g[g["n"] == 2].iterrows():
-        at = frame[frame["size"] == r["size"]]
-        m1 = at.loc[at["n"] == 1, INDUCTION].mean()
-        m2 = at.loc[at["n"] == 2, INDUCTION].mean()
-        if r["size"] not in paper.INDUCTION_SIZES:
-            paper_says = "–"
-        elif paper.INDUCTION_SIZES.index(r["size"]) <= paper.INDUCTION_SIZES.index("30M"):
-            paper_says = "n = 2 far better"
-        else:
-            paper_says = "no advantage"
-        rows.append([r["size"], format_count(at["non_embedding"].mean()), f"{100 * m1:.1f}", f"{100 * m2:.1f}",
-                     f"{100 * r['gain']:+.1f} pp", paper_says])
-    if rows:
-        lines.append(_table(["size", "non-emb. params", "ours n=1", "ours n=2", "ours gain", "paper (Fig. 7)"], rows))
-    else:
-        lines.append("No size has both n = 1 and n = 2 finished yet.")
-    return lines
-
-
 def render(data: StudyData, frame: pd.DataFrame, *, figures: dict, skipped: list, report_path, storage: str,
-           checkpoint: str) -> str:
+           checkpoint: str, selection: tuple | None = None, run_root=None) -> str:
     """The report's markdown.
 
-    ``frame`` is ``data.frame`` with the chosen checkpoint's metrics
-    (:func:`analysis.loader.with_metrics`); ``figures`` maps figure names to
-    the files :func:`analysis.figures.draw_all` wrote; links are made
-    relative to ``report_path``.
+    ``frame`` is the runs shown with the chosen checkpoint's metrics
+    (:func:`analysis.loader.with_metrics`, after any
+    :func:`analysis.selection.select_best`); ``checkpoint`` says which
+    checkpoint in words; ``selection`` is ``(key, sentence)`` for a best-of-K
+    selection; ``figures`` maps figure names to the files
+    :func:`analysis.draw.draw_all` wrote; links are made relative to
+    ``report_path``.
 
     Example:
         >>> import pandas as pd
@@ -337,17 +353,20 @@ def render(data: StudyData, frame: pd.DataFrame, *, figures: dict, skipped: list
         ...                   "induction_success": [0.25]})
         >>> d = StudyData("demo", f, pd.DataFrame(columns=["run_key", "cell_key", "state", "trial"]),
         ...               attrs={"task": "induction"}, metrics=["induction_success"])
-        >>> text = render(d, f, figures={}, skipped=[], report_path="r.md", storage="j.log", checkpoint="final")
-        >>> "| 1M | 1 | 25.00% | – | 25.00% | 25.00% | 1 |" in text
+        >>> text = render(d, f, figures={}, skipped=[], report_path="r.md", storage="j.log", checkpoint="final checkpoint")
+        >>> "| 1M | 1 | 25.00% | n/a (1 seed) | – | 25.00% | 25.00% | 1 |" in text
         True
     """
     base = Path(report_path).resolve().parent
     attrs, spec = data.attrs, data.spec
     task = data.task
+    objective = attrs.get("objective") or spec.get("objective")
+    label = checkpoint if " " in checkpoint else f"{checkpoint} checkpoint"
     out = [f"# Study `{data.name}`: {task}", ""]
     stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     out += [f"Written by `mtplab report` on {stamp} from storage `{redact(storage)}`. "
-            f"Metrics are from the **{checkpoint} checkpoint** of each run.", ""]
+            f"Metrics are test metrics from the **{label}** of each run"
+            + (f"; {selection[1]}." if selection else "."), ""]
     if spec.get("description"):
         out += [f"> {spec['description']}", ""]
 
@@ -359,7 +378,6 @@ def render(data: StudyData, frame: pd.DataFrame, *, figures: dict, skipped: list
     out.append("")
 
     out += ["## Spec and budget", ""]
-    objective = attrs.get("objective") or spec.get("objective")
     direction = attrs.get("direction") or spec.get("direction")
     out.append(f"- **Task:** {task}; **objective:** `{objective or '?'}`" + (f" ({direction})" if direction else ""))
     if attrs.get("spec_path"):
@@ -370,10 +388,20 @@ def render(data: StudyData, frame: pd.DataFrame, *, figures: dict, skipped: list
         out += ["<details><summary>The sweep spec</summary>", "", "```yaml",
                 yaml.safe_dump(spec, sort_keys=False, default_flow_style=None).rstrip(), "```", "", "</details>", ""]
 
+    if selection:
+        out += ["## Selection", ""] + selection_lines(frame, selection[0], selection[1], objective) + [""]
+
     out += ["## Results", "",
-            "Per cell group (size, n): mean over seeds, sd across seeds (percentage points for accuracies), "
-            "min, max and the number of seeds.", ""]
-    metrics = [m for m in (data.metrics or []) if m in frame]
+            f"Test metrics at the {label}. Per cell group (size, n): the mean over seeds, its 95% interval across "
+            "seeds (Student's t, mean ± t · sd / √seeds; n/a with one seed; not clipped to [0, 100%]), the sd "
+            "across seeds (percentage points for accuracies), min, max and the number of seeds."
+            + (" Validation metrics (`valid/...`) serve only to choose checkpoints and are not tabulated."
+               if any(str(m).startswith("valid/") for m in data.metrics) else ""), ""]
+    if "variant" in frame:
+        out += ["Swept keys other than n, size and seed vary, so each of their values is its own series "
+                "(the `variant` column; one set of figures each). `--select-best KEY` keeps the best value per cell "
+                "group instead.", ""]
+    metrics = [m for m in (data.metrics or []) if m in frame and not str(m).startswith("valid/")]
     families, singles = {}, []
     for m in metrics:
         match = FAMILY.match(m)
@@ -385,53 +413,40 @@ def render(data: StudyData, frame: pd.DataFrame, *, figures: dict, skipped: list
         out += [f"### `{m}`" + (" (%)" if is_rate(m) else ""), "", metric_table(frame, m), ""]
     for (family, key), cols in families.items():
         cols = dict(sorted(cols.items(), key=lambda kv: (0, int(kv[0])) if kv[0].isdigit() else (1, kv[0])))
-        unit = " (%, mean ± sd over seeds)" if is_rate(family) else " (mean ± sd over seeds)"
+        unit = " (%, mean [95% interval] over seeds)" if is_rate(family) else " (mean [95% interval] over seeds)"
         out += [f"### `{family}` by {key}{unit}", "", family_table(frame, cols), ""]
+    if INDUCTION in frame:
+        lines = milestone_lines(frame, run_root)
+        if lines:
+            out += ["### Tokens to induction", ""] + lines + [""]
 
     memo = memorization_lines(frame)
     if memo:
         out += ["## Memorization check", ""] + memo + [""]
 
-    out += ["## Significance: n > 1 against n = 1", ""]
+    out += ["## Comparison: n > 1 against n = 1", ""]
     table, tested = significance_table(frame, headline_metrics(data))
-    out += [f"Method: {stats.METHOD}. Gains are differences of seed means; s.e. is the Welch standard error. "
-            "A test needs at least two seeds in both cells.", ""]
-    if tested and stats._scipy_stats is None:
-        out += ["With few seeds a permutation test cannot reach small p-values: the smallest p it can give is shown "
-                "beside each p (0.33 with 2 + 2 seeds, 0.10 with 3 + 3, 0.03 with 4 + 4). Only more seeds can make "
-                "a difference significant at 0.05.", ""]
+    out += [f"Method: {stats.METHOD}. Each row is n > 1 minus n = 1 at the same size. The verdict says "
+            "**resolved** when the 95% interval of the difference excludes 0 (exactly when Welch's p < 0.05), and "
+            "**not resolved at this power** otherwise: the data are compatible with no difference at this number "
+            "of seeds, which is not evidence of no difference. A comparison needs at least two seeds on both sides.",
+            ""]
+    if tested:
+        out += ["With few seeds the permutation test cannot reach small p-values: the smallest p it can give is "
+                "shown beside it (0.33 with 2 + 2 seeds, 0.10 with 3 + 3, 0.03 with 4 + 4). With 2 seeds a side, "
+                "Welch's interval has about 2 degrees of freedom (t = 4.3) and is wide.", ""]
     out += [table, ""]
 
-    out += ["## Figures", "", f"Every figure states its budget ({budget_caption(data.frame)}). "
-            "Each is also saved as PDF, with a CSV of exactly the numbers drawn.", ""]
+    out += ["## Figures", "", f"Every figure states its budget ({budget_caption(data.frame)}) and which checkpoint "
+            "its metrics come from. Each is also saved as PDF, with a CSV of exactly the numbers drawn.", ""]
     if not figures:
         out += ["No figure was drawn.", ""]
     for name, files in figures.items():
-        out += [f"### {name.replace('_', ' ')}", "", DESCRIPTIONS.get(name, ""), ""]
+        out += [f"### {name.replace('_', ' ')}", "", DESCRIPTIONS.get(name.split(" [")[0], ""), ""]
         for png in [f for f in files if f.suffix == ".png"]:
             rel = os.path.relpath(Path(png).resolve(), base)
             extras = [os.path.relpath(Path(png).with_suffix(s).resolve(), base) for s in (".pdf", ".csv")]
             out += [f"![{png.stem}]({rel})", "", f"[PDF]({extras[0]}) · [CSV]({extras[1]})", ""]
 
-    if task == "polyarith" or ops_columns(frame):
-        out += ["## The paper's reference values", ""]
-        diffs = _task_differences(data.frame)
-        out += [("Task setup as in the paper (F7[X]/(X^5), training m = 1..5, test m = 1..10) except: "
-                 + "; ".join(diffs) + ".") if diffs else
-                "Task setup as in the paper: F7[X]/(X^5), training m = 1..5, test m = 1..10.", ""]
-        out += [f"**Budget difference:** ours {_our_budget(data.frame)} "
-                f"tokens per run against the paper's {paper.format_tokens(paper.PAPER_TOKENS_PER_RUN)}: "
-                f"{paper.budget_ratio(data.frame['budget_tokens'].max() if 'budget_tokens' in data.frame else None)}, "
-                f"and the paper's models are 30M and 100M non-embedding parameters (ours: "
-                f"{', '.join(frame.groupby('size', sort=False)['size_rank'].first().sort_values().index)}). "
-                "Levels can differ from the budget alone; compare the shape of the curves and the sign and size of "
-                "the n > 1 gain.", ""]
-        out += _paper_polyarith(frame) + [""]
-    elif task == "induction" or INDUCTION in frame:
-        out += ["## The paper's reference values", ""]
-        out += [f"**Budget difference:** ours {_our_budget(data.frame)} "
-                f"tokens per run against the paper's {paper.format_tokens(paper.PAPER_TOKENS_PER_RUN)}: "
-                f"{paper.budget_ratio(data.frame['budget_tokens'].max() if 'budget_tokens' in data.frame else None)}"
-                " (the paper also trains up to 90 epochs and reports the best checkpoint).", ""]
-        out += _paper_induction(frame) + [""]
+    out += paper_section(task, data.frame, frame)
     return "\n".join(out).rstrip() + "\n"

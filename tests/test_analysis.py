@@ -20,7 +20,7 @@ import pytest  # noqa: E402
 from matplotlib import image as mpimg  # noqa: E402
 from optuna.trial import TrialState, create_trial  # noqa: E402
 
-from analysis import figures, stats  # noqa: E402
+from analysis import draw, figures, induction_figures, plotkit, report_paper, runs, selection, stats  # noqa: E402
 from analysis.loader import load_study, load_trials, missing_cells, open_storage, with_metrics  # noqa: E402
 from analysis.report import metric_table  # noqa: E402
 from lab.cli import main  # noqa: E402
@@ -53,6 +53,37 @@ def induction_success(size, n, seed):
     base = {"1M": 0.02, "3M": 0.05, "10M": 0.30}[size]
     gain = {"1M": 0.25, "3M": 0.30, "10M": 0.0}[size] if n == 2 else 0.0
     return base + gain + 0.02 * seed
+
+
+INDUCTION_STEPS = (50, 100, 150, 200, 250)
+
+
+def induction_history(s, extra):
+    """Test and validation induction success at each eval of a run whose final test value is s.
+
+    Validation peaks at step 150 (test s + 0.01 there: the valid-selected checkpoint), test at step 200
+    (s + 0.025: the paper's test-selected one); the last eval is the final one (s). Test crosses 10% at
+    step 100 when s >= 0.2, else never.
+    """
+    test = {50: 0.0, 100: 0.5 * s, 150: s + 0.01, 200: s + 0.025, 250: s}
+    valid = {50: 0.0, 100: 0.4 * s, 150: s + 0.05, 200: s + 0.02, 250: s}
+    return [{"step": st, "tokens": st * 8192, "epoch": st / 200, "final": st == 250,
+             "metrics": {**extra(test[st]), "induction_success": test[st], "valid/induction_success": valid[st]}}
+            for st in INDUCTION_STEPS]
+
+
+def write_eval(run_dir, history, objective, milestones=None):
+    """eval.json in the trainer's format: history, best (on valid/<objective>), best_by_test, milestones."""
+    def pick(key):
+        e = max(history, key=lambda e: e["metrics"][key])
+        return {"step": e["step"], "tokens": e["tokens"], "metrics": e["metrics"]}
+    has_valid = f"valid/{objective}" in history[-1]["metrics"]
+    data = {"step": history[-1]["step"], "metrics": history[-1]["metrics"], "final": True, "objective": objective,
+            "direction": "maximize", "selection": "valid" if has_valid else "test",
+            "best": pick(f"valid/{objective}" if has_valid else objective), "best_by_test": pick(objective),
+            "milestones": milestones if milestones is not None else {}, "history": history}
+    (run_dir / "eval.json").write_text(json.dumps(data))
+    return data
 
 
 def write_run(run_dir, n, seed, steps=366):
@@ -123,6 +154,10 @@ def build_polyarith(root, storage, name="poly"):
 
 
 def build_induction(root, storage, name="induct"):
+    """The new trainer contract: validation metrics, valid- and test-selected checkpoints, milestones.
+
+    (3M, n=1, seed 1) has no milestones in its trial (an older sweep runner): they come from its eval.json.
+    """
     grid = {"model.size": ["1M", "3M", "10M"], "model.n": [1, 2], "train.seed": [0, 1]}
     study = make_study(storage, name, "induction", grid, "induction_success")
     for size in grid["model.size"]:
@@ -132,12 +167,20 @@ def build_induction(root, storage, name="induct"):
                 write_run(run_dir, n, seed, steps=250)
                 s = induction_success(size, n, seed)
                 gap = 0.9 if (size, n, seed) == ("10M", 2, 1) else 0.02  # one run memorized
-                metrics = {"induction_success": s, "name_first_token_accuracy": 0.1,
-                           "memorization_gap": gap, "memorization_gap_se": 0.04,
-                           **{f"induction_success/head={i}": s / i for i in range(1, n + 1)}}
-                best = {**metrics, "induction_success": s + 0.01}
-                study.add_trial(create_trial(value=s, user_attrs=trial_attrs("induction", size, n, seed, metrics,
-                                                                              run_dir, best)))
+
+                def extra(v, n=n, gap=gap):
+                    return {"name_first_token_accuracy": 0.1, "memorization_gap": gap, "memorization_gap_se": 0.04,
+                            **{f"induction_success/head={i}": v / i for i in range(1, n + 1)}}
+                history = induction_history(s, extra)
+                milestones = {"tokens_to_induction": 100 * 8192.0 if s >= 0.2 else None,
+                              "tokens_to_half_best": 150 * 8192.0, "threshold": 0.1}
+                ev = write_eval(run_dir, history, "induction_success", milestones)
+                attrs = trial_attrs("induction", size, n, seed, ev["metrics"], run_dir, ev["best"]["metrics"])
+                attrs.update(best_step=ev["best"]["step"], best_by_test_metrics=ev["best_by_test"]["metrics"],
+                             best_by_test_step=ev["best_by_test"]["step"], milestones=milestones)
+                if (size, n, seed) == ("3M", 1, 1):
+                    del attrs["milestones"]
+                study.add_trial(create_trial(value=s, user_attrs=attrs))
     return study
 
 
@@ -306,16 +349,18 @@ def test_training_curves_from_run_folders(poly_figs):
     assert row["loss_plotted"] != row["loss"] and abs(row["loss_plotted"] - row["loss"]) < 0.01
 
 
-def test_induction_figures_use_the_best_checkpoint(induct_figs, lab_dir):
+def test_induction_figures_use_the_valid_selected_checkpoint(induct_figs, lab_dir):
     assert {p.name for p in induct_figs.iterdir()} == {
-        f"{name}.{ext}" for name in ("induction_vs_params", "gain_over_ntp", "training_curves_size=1M",
-                                     "training_curves_size=3M", "training_curves_size=10M")
+        f"{name}.{ext}" for name in ("induction_vs_params", "induction_curves", "tokens_to_induction",
+                                     "gain_over_ntp", "training_curves_size=1M", "training_curves_size=3M",
+                                     "training_curves_size=10M")
         for ext in ("png", "pdf", "csv")}
     csv = assert_figure_files(induct_figs, "induction_vs_params")
     means = csv[csv["kind"] == "mean"].set_index(["size", "n"])
     for size in ("1M", "3M", "10M"):
         for n in (1, 2):
-            want = 100 * np.mean([induction_success(size, n, s) + 0.01 for s in (0, 1)])  # best = final + 0.01
+            # the checkpoint chosen on validation (step 150): test value = final + 0.01
+            want = 100 * np.mean([induction_success(size, n, s) + 0.01 for s in (0, 1)])
             assert means.loc[(size, n), "induction_success_pct"] == pytest.approx(want)
             assert means.loc[(size, n), "non_embedding"] == NON_EMB[size]
     seeds = csv[csv["kind"] == "seed"]
@@ -326,6 +371,14 @@ def test_induction_figures_use_the_best_checkpoint(induct_figs, lab_dir):
     final = pd.read_csv(lab_dir / "induct_final" / "induction_vs_params.csv")
     row = final[(final["kind"] == "mean") & (final["size"] == "10M") & (final["n"] == 2)].iloc[0]
     assert row["induction_success_pct"] == pytest.approx(100 * np.mean([induction_success("10M", 2, s) for s in (0, 1)]))
+
+    # --checkpoint best-by-test: the paper's choice, on the test metric (step 200: final + 0.025)
+    out = lab_dir / "induct_by_test"
+    assert main(["plot", str(lab_dir / "induct.yaml"), "--out", str(out), "--checkpoint", "best-by-test"]) == 0
+    by_test = pd.read_csv(out / "induction_vs_params.csv")
+    row = by_test[(by_test["kind"] == "mean") & (by_test["size"] == "1M") & (by_test["n"] == 1)].iloc[0]
+    assert row["induction_success_pct"] == pytest.approx(100 * np.mean([induction_success("1M", 1, s) + 0.025
+                                                                        for s in (0, 1)]))
 
 
 def test_paper_lines_on_a_100m_panel(tmp_path):
@@ -359,16 +412,26 @@ def test_report_tables_tests_figures_and_paper(lab_dir):
     text = out.read_text()
     # A table per metric with mean, spread and seeds, computed from the known metrics.
     vals = [poly_metrics("1M", 2, s)["accuracy/in_domain"] for s in (0, 1)]
-    line = (f"| 1M | 2 | {100 * np.mean(vals):.2f}% | {100 * np.std(vals, ddof=1):.2f} | {100 * min(vals):.2f}% "
+    half = 12.7062047 * np.std(vals, ddof=1) / math.sqrt(2)  # t(0.975, 1 df) * s.e.
+    line = (f"| 1M | 2 | {100 * np.mean(vals):.2f}% | [{100 * (np.mean(vals) - half):.2f}%, "
+            f"{100 * (np.mean(vals) + half):.2f}%] | {100 * np.std(vals, ddof=1):.2f} | {100 * min(vals):.2f}% "
             f"| {100 * max(vals):.2f}% | 2 |")
     assert line in text
-    assert f"| 3M | 4 | 1 | {100 * poly_p('3M', 4, 0):.1f} |" in text  # the by-m table, one seed
+    assert f"| 3M | 4 | 1 | {100 * poly_p('3M', 4, 0):.1f} (n/a) |" in text  # the by-m table, one seed
+    m3 = [100 * poly_p("1M", 1, s) ** 3 for s in (0, 1)]
+    half = 12.7062047 * np.std(m3, ddof=1) / math.sqrt(2)
+    assert f"{np.mean(m3):.1f} [{np.mean(m3) - half:.1f}, {np.mean(m3) + half:.1f}]" in text  # per-m interval
+    # A legacy study (no validation split): the final checkpoint, said so.
+    assert "test metrics from the **final checkpoint**" in text
     # Missing cells are stated.
     assert "11 of 12 runs finished; 1 missing" in text and "model.n=4,model.size=3M,train.seed=1 | RUNNING" in text
     # Significance where both cells have two seeds; not tested where one has one.
-    assert stats.METHOD in text
+    assert stats.METHOD in text and "scipy" not in text
     assert "| accuracy/in_domain | 1M | 2 vs 1 |" in text
     assert "not tested (1 / 2 seeds; needs 2 each)" in text
+    row = next(ln for ln in text.splitlines() if ln.startswith("| accuracy/in_domain | 1M | 2 vs 1 |"))
+    # the seeds of this fake study move together, so Welch resolves it; the permutation test cannot (2 + 2 seeds)
+    assert row.endswith("| 0.333 (min. 0.33) | 2 / 2 | resolved: n = 2 is higher |"), row
     # Figures embedded with links that resolve from the report.
     links = [ln.split("](")[1].rstrip(")") for ln in text.splitlines() if ln.startswith("![")]
     assert len(links) == 5 and all((out.parent / link).is_file() for link in links)
@@ -383,7 +446,13 @@ def test_report_for_induction_has_the_qualitative_reference(lab_dir):
     out = lab_dir / "rep" / "induct.md"
     assert main(["report", "--storage", str(lab_dir / "journal.log"), "--study", "induct", "--out", str(out)]) == 0
     text = out.read_text()
-    assert "best checkpoint" in text and "advantage disappears from 100M up" in text
+    assert "test metrics from the **checkpoint chosen on validation (valid/induction_success)**" in text
+    assert "advantage disappears from 100M up" in text
+    assert "### `valid/" not in text  # no table of validation metrics
+    # tokens to induction: n = 1 at 1M never reaches 10%, n = 2 does at step 100 (819.2k tokens)
+    assert "| 1M | 1 | 0 of 2 | – | n/a (1 seed) |" in text
+    assert "| 1M | 2 | 2 of 2 | 819.2k | [819.2k, 819.2k] |" in text
+    assert "### tokens to induction" in text and "### induction curves" in text
     assert "| 1M | 983k | 4.0 | 29.0 | +25.0 pp | n = 2 far better |" in text  # best = final + 1 point
     assert "| 10M |" in text and "### `induction_success` by head (%" in text
     # the memorization check names the one run that memorized, and no other
@@ -395,7 +464,9 @@ def test_report_for_induction_has_the_qualitative_reference(lab_dir):
 def test_metric_table_spread():
     f = pd.DataFrame({"size": ["1M"] * 3, "size_rank": [1e6] * 3, "n": [1, 1, 1], "seed": [0, 1, 2],
                       "accuracy/ood": [0.1, 0.2, 0.3]})
-    assert metric_table(f, "accuracy/ood").splitlines()[-1] == "| 1M | 1 | 20.00% | 10.00 | 10.00% | 30.00% | 3 |"
+    half = 4.30265273 * 0.1 / math.sqrt(3)  # t(0.975, 2 df) * sd / sqrt(3)
+    assert metric_table(f, "accuracy/ood").splitlines()[-1] == (
+        f"| 1M | 1 | 20.00% | [{100 * (0.2 - half):.2f}%, {100 * (0.2 + half):.2f}%] | 10.00 | 10.00% | 30.00% | 3 |")
 
 
 # ---------------- bad input through the CLI ----------------
@@ -410,6 +481,12 @@ def test_metric_table_spread():
     (["plot", "JOURNAL"], "is not a sweep spec"),
     (["plot"], "give a sweep spec file"),
     (["plot", "--storage", "JOURNAL", "--study", "poly", "--checkpoint", "newest"], "invalid choice"),
+    (["plot", "--storage", "JOURNAL", "--study", "poly", "--select-best", "train.lr"],
+     "--select-best train.lr: not a swept key of this study (swept: model.n, model.size, train.seed)"),
+    (["report", "--storage", "JOURNAL", "--study", "poly", "--select-best", "model.n"],
+     "needs the validation objective valid/accuracy/in_domain"),
+    (["report", "--storage", "JOURNAL", "--study", "copy", "--checkpoint", "best-by-test"],
+     "stores no test-selected checkpoint metrics"),
 ])
 def test_bad_input_is_one_line_exit_2(lab_dir, capsys, argv, message):
     out = lab_dir / "bad_out"
@@ -453,12 +530,15 @@ def test_spec_defaults_custom_sizes_and_relative_run_dirs(tmp_path, monkeypatch)
     assert "819.2k training tokens" in text  # 100 steps x 8192 tokens
 
 
+MODULES = (draw, figures, induction_figures, plotkit, report_paper, runs, selection, stats)
+
+
 def test_every_public_function_has_a_docstring_with_an_example():
     import inspect
 
     from analysis import cli, loader, paper, report
 
-    for module in (loader, figures, stats, report, paper, cli):
+    for module in MODULES + (loader, report, paper, cli):
         for name, obj in vars(module).items():
             if name.startswith("_") or not inspect.isfunction(obj) or obj.__module__ != module.__name__:
                 continue
@@ -472,7 +552,7 @@ def test_docstring_examples_run():
 
     from analysis import cli, loader, paper, report
 
-    for module in (loader, figures, stats, report, paper, cli):
+    for module in MODULES + (loader, report, paper, cli):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0, module.__name__
 
