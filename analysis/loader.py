@@ -110,7 +110,6 @@ def open_storage(url_or_path: str, *, create: bool = False):
         ...
         lab.errors.UserError: storage /nonexistent/journal.log does not exist
     """
-    import optuna
     from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages.journal import JournalFileBackend
 

@@ -173,7 +173,7 @@ def main(args) -> int:
     if args.worker:
         print(json.dumps(_worker(json.loads(args.worker))))
         return 0
-    from lab.config import SIZES, ModelConfig
+    from lab.config import SIZES
 
     def ints(text, what):
         try:

@@ -7,8 +7,6 @@ The next-token head (head 1) decodes; the other heads are not used here (see
 
 Example:
     >>> import torch
-
-from lab.errors import UserError
     >>> from lab.config import ModelConfig
     >>> from lab.model import MTPModel
     >>> torch.manual_seed(0) and None
@@ -23,6 +21,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 import torch
+
+from lab.errors import UserError
 
 
 def run_batched(prompts: list[list[int]], generate, *, stop_token: int | None = None,

@@ -418,7 +418,7 @@ def load_spec(path: str | Path, *, study: str | None = None) -> SweepSpec:
             fail(where, "expected {low: ..., high: ..., log: true} or {choices: [...]}")
         unknown = set(d) - {"low", "high", "log", "int", "choices"}
         if unknown:
-            fail(f"{where}.{sorted(unknown)[0]}", f"unknown key; a search field takes low, high, log, int or choices")
+            fail(f"{where}.{sorted(unknown)[0]}", "unknown key; a search field takes low, high, log, int or choices")
         if "choices" in d:
             if not isinstance(d["choices"], list) or not d["choices"]:
                 fail(where, "choices must be a non-empty list")

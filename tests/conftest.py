@@ -1,10 +1,23 @@
-"""Every cache the lab or its libraries write goes to a temporary folder during tests."""
+"""Every file the tests, the lab or its libraries write goes under one temporary folder, removed at the end.
+
+``TMPDIR`` (inherited by the worker processes the sweep tests start) and
+``tempfile.tempdir`` point into it, so ``tempfile.mkdtemp()`` in doctests,
+pytest's own ``tmp_path`` folders and every cache land there; nothing is left
+in ``/tmp`` after a run.
+"""
 
 import os
+import shutil
 import tempfile
 
-_CACHE = tempfile.mkdtemp(prefix="mtplab-test-cache-")
+_ROOT = tempfile.mkdtemp(prefix="mtplab-tests-")
+os.environ["TMPDIR"] = _ROOT
+tempfile.tempdir = _ROOT
 for var, sub in (("MTPLAB_CACHE_DIR", "datasets"), ("TIKTOKEN_CACHE_DIR", "tiktoken"),
                  ("TORCHINDUCTOR_CACHE_DIR", "inductor"), ("MPLCONFIGDIR", "matplotlib")):
-    os.environ.setdefault(var, os.path.join(_CACHE, sub))
+    os.environ.setdefault(var, os.path.join(_ROOT, sub))
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_ROOT, ignore_errors=True)

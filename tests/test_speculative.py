@@ -322,3 +322,12 @@ def test_bad_input_is_one_line_exit_2(runs, capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
+
+
+def test_empty_prompt_is_a_user_error_in_the_library_path():
+    # the library function itself, not only the CLI, must say what is wrong (it once raised NameError)
+    from lab.decode import run_batched
+    from lab.errors import UserError
+
+    with pytest.raises(UserError, match="prompt 2 is empty"):
+        run_batched([[1], []], lambda x: x[:, -1:])
