@@ -59,8 +59,29 @@ def cmd_run(args) -> int:
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
     spec = load_spec(args.spec, study=args.study)  # everything is validated before storage is touched
-    return run_sweep(spec, storage=args.storage, runs_root=Path(args.runs), workers=workers, gpus=gpus,
-                     retry_failed=args.retry_failed, out=lambda *a: print(*a, flush=True))
+    rc = run_sweep(spec, storage=args.storage, runs_root=Path(args.runs), workers=workers, gpus=gpus,
+                   retry_failed=args.retry_failed, out=lambda *a: print(*a, flush=True))
+    if args.report:
+        write_report(spec, args)
+    return rc
+
+
+def write_report(spec, args) -> None:
+    """The figures and the markdown report of the study, written where ``mtplab report`` writes them.
+
+    Runs the ``report`` subcommand (the analysis room) through the CLI, so
+    the sweeps room does not import analysis; a study with cells still
+    missing gets a report of what finished.
+    """
+    from lab.cli import main
+    from sweeps.storage import resolve_storage
+
+    folder = Path(args.runs) / spec.study
+    url = resolve_storage(args.storage, spec.storage, Path(args.runs), spec.study)
+    print("")
+    if main(["report", str(spec.path), "--storage", url, "--study", spec.study,
+             "--out", str(folder / "report.md"), "--figures", str(folder / "figures")]) != 0:
+        print(f"report: not written (see above); retry with: mtplab report {spec.path}", flush=True)
 
 
 def cmd_status(args) -> int:
@@ -113,6 +134,8 @@ def add_parser(sub, bench_sub) -> None:
     _common(r)
     r.add_argument("--workers", type=int, help="worker processes on this host (default 1, or one per --gpus id)")
     r.add_argument("--gpus", help="comma-separated GPU ids; worker i gets CUDA_VISIBLE_DEVICES=gpus[i %% len]")
+    r.add_argument("--no-report", dest="report", action="store_false",
+                   help="do not write the figures and report at the end (mtplab report SPEC does it later)")
     r.add_argument("--retry-failed", action="store_true",
                    help="give cells that failed for good (out of retries, or a config error) one more try")
     r.set_defaults(func=cmd_run)

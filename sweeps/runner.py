@@ -214,12 +214,15 @@ def _quiet_optuna() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-def open_study(spec: SweepSpec, url: str, *, worker_index: int = 0, create: bool = False):
+def open_study(spec: SweepSpec, url: str, *, worker_index: int = 0, create: bool = False, write: bool = False):
     """The study of ``spec`` in ``url`` (created with its attributes if ``create``).
 
     An existing study started from a different spec (budget, fixed fields,
-    objective, search space) is refused with a UserError listing the changes;
-    a grown grid is fine (new cells are queued).
+    objective, search space) is refused with a UserError listing the changes,
+    before anything is written to the storage; a grown grid is fine (new
+    cells are queued). A journal file is checked first
+    (:func:`sweeps.storage.check_journal`); a writer (``create`` or ``write``)
+    sets a torn last record aside.
 
     Example:
         >>> open_study(SweepSpec("x", "nosuch", "polyarith", {}, {}, "o", "maximize"),
@@ -239,7 +242,7 @@ def open_study(spec: SweepSpec, url: str, *, worker_index: int = 0, create: bool
         with sweep_lock(url, "mtplab-schema"):  # concurrent first connections race to create the tables
             storage = open_storage(url, spec)
     else:
-        storage = open_storage(url, spec)
+        storage = open_storage(url, spec, repair=create or write)
     sampler = make_sampler(spec, worker_index)
     if not create:
         try:
@@ -247,8 +250,11 @@ def open_study(spec: SweepSpec, url: str, *, worker_index: int = 0, create: bool
         except KeyError:
             raise UserError(f"no study '{spec.study}' in {redact(url)}; start it with: mtplab sweep run {spec.path}") from None
     with sweep_lock(url, spec.study):
-        study = optuna.create_study(study_name=spec.study, storage=storage, sampler=sampler,
-                                    direction=spec.direction, load_if_exists=True)
+        try:  # an existing study is loaded, not "created" again: create_study appends a record even then
+            study = optuna.load_study(study_name=spec.study, storage=storage, sampler=sampler)
+        except KeyError:
+            study = optuna.create_study(study_name=spec.study, storage=storage, sampler=sampler,
+                                        direction=spec.direction, load_if_exists=True)
         _check_and_store_spec(study, spec, url)
     return study
 
@@ -683,7 +689,7 @@ def worker_loop(spec: SweepSpec, url: str, runs_root: Path, *, index: int = 0, q
 
     log = log or (lambda msg: print(msg, flush=True))
     worker = Worker.here(index)
-    study = open_study(spec, url, worker_index=index)
+    study = open_study(spec, url, worker_index=index, write=True)
     all_cells = cells(spec)
     counts = {"complete": 0, "failed": 0}
     poll = max(0.5, min(5.0, spec.heartbeat_seconds / 2))
@@ -834,8 +840,6 @@ def run_sweep(spec: SweepSpec, *, storage: str | None = None, runs_root: str | P
     out(results_table(study, spec, all_cells))
     groups = trials_by_run_key(study)
     missing = [c.run_key for c in all_cells if not any(t.state == TrialState.COMPLETE for t in groups.get(c.run_key, []))]
-    out("")
-    out(f"figures: mtplab plot {spec.path} (writes {runs_root / spec.study / 'figures'})")
     if missing:
         out(f"{len(missing)} of {len(all_cells)} cells not done ({', '.join(missing[:3])}"
             f"{', ...' if len(missing) > 3 else ''}); see: mtplab sweep status {spec.path}")

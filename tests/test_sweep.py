@@ -178,7 +178,8 @@ def test_run_status_attrs_and_changed_spec(lab_dir, capsys):
     assert main(["sweep", "run", str(spec)]) == 0
     out = capsys.readouterr().out
     assert "[2/2] n=2,seed=0 done accuracy/in_domain=" in out
-    assert "figures: mtplab plot" in out and "runs/tiny/figures" in out
+    assert "wrote runs/tiny/report.md" in out and "runs/tiny/figures" in out  # the main job writes them itself
+    assert (lab_dir / "runs/tiny/report.md").exists() and list((lab_dir / "runs/tiny/figures").glob("*.png"))
     study = load(lab_dir / "runs/tiny/journal.log", "tiny")
     assert complete_per_cell(study) == {"n=1,seed=0": 1, "n=2,seed=0": 1}
     t = study.best_trial
@@ -193,7 +194,7 @@ def test_run_status_attrs_and_changed_spec(lab_dir, capsys):
         assert key in study.user_attrs, key
 
     # Running it again trains nothing and prints the same table.
-    assert main(["sweep", "run", str(spec)]) == 0
+    assert main(["sweep", "run", str(spec), "--no-report"]) == 0
     assert "done" in capsys.readouterr().out and len(study.get_trials()) == 2
 
     assert main(["sweep", "status", str(spec)]) == 0
@@ -202,7 +203,7 @@ def test_run_status_attrs_and_changed_spec(lab_dir, capsys):
 
     # A grown grid queues only the new cells; a changed budget is refused without touching the study.
     spec.write_text(TINY.replace("n: [1, 2]", "n: [1]"))
-    assert main(["sweep", "run", str(spec)]) == 0
+    assert main(["sweep", "run", str(spec), "--no-report"]) == 0
     assert complete_per_cell(load(lab_dir / "runs/tiny/journal.log", "tiny")) == {
         "n=1,seed=0": 1, "n=2,seed=0": 1, "n=1,seed=1": 1}
     capsys.readouterr()
@@ -217,7 +218,7 @@ def test_run_status_attrs_and_changed_spec(lab_dir, capsys):
 def test_search_space_trials_get_their_own_folders(lab_dir):
     spec = write(lab_dir / "search.yaml", TINY.replace("grid: {n: [1, 2], seed: [0, 1]}", "grid: {n: [1]}")
                  + "search: {trials: 2, sampler: random, space: {train.lr: {low: 1e-4, high: 1e-2, log: true}}}\n")
-    assert main(["sweep", "run", str(spec)]) == 0
+    assert main(["sweep", "run", str(spec), "--no-report"]) == 0
     study = load(lab_dir / "runs/search/journal.log", "search")
     assert complete_per_cell(study) == {"n=1,trial=0": 1, "n=1,trial=1": 1}
     lrs = {t.user_attrs["run_key"]: t.params["train.lr"] for t in study.trials}
@@ -230,7 +231,7 @@ def test_search_space_trials_get_their_own_folders(lab_dir):
 def test_every_eval_reaches_optuna_as_an_intermediate_value(lab_dir):
     spec = write(lab_dir / "curves.yaml", TINY.replace("grid: {n: [1, 2], seed: [0, 1]}", "grid: {n: [2]}")
                  .replace("train.eval_interval: 1000", "train.eval_interval: 1"))
-    assert main(["sweep", "run", str(spec)]) == 0
+    assert main(["sweep", "run", str(spec), "--no-report"]) == 0
     (t,) = load(lab_dir / "runs/curves/journal.log", "curves").get_trials()
     history = json.loads((Path(t.user_attrs["run_dir"]) / "eval.json").read_text())["history"]
     key = "valid/accuracy/in_domain" if "valid/accuracy/in_domain" in history[-1]["metrics"] else "accuracy/in_domain"
@@ -273,10 +274,77 @@ def test_journal_pop_is_atomic(tmp_path):
     assert sorted(popped) == sorted(t._trial_id for t in study.get_trials())  # each exactly once
 
 
+# ---------------- a damaged journal ----------------
+
+def _study_on_disk(lab_dir):
+    """A study with its spec attributes and 2 queued cells in runs/tiny/journal.log (no training)."""
+    from sweeps.runner import open_study, queue_cells, sweep_lock
+    from sweeps.spec import cells, load_spec
+
+    spec = load_spec(write(lab_dir / "tiny.yaml", TINY.replace("seed: [0, 1]", "seed: [0]")))
+    journal = lab_dir / "runs/tiny/journal.log"
+    study = open_study(spec, str(journal), create=True)
+    with sweep_lock(str(journal), "tiny"):
+        queue_cells(study, spec, cells(spec))
+    return spec, journal, study
+
+
+@pytest.mark.parametrize("torn", [b'{"op_code": 5, "trial_id\n', b'{"op_code": 5, "tri'])
+def test_torn_last_journal_record_is_set_aside_and_the_study_goes_on(lab_dir, capsys, torn):
+    from sweeps.runner import open_study
+
+    spec, journal, study = _study_on_disk(lab_dir)
+    good = journal.read_bytes()
+    with open(journal, "ab") as f:
+        f.write(torn)  # what a writer killed mid-write (or a full disk) leaves
+    assert main(["sweep", "status", str(spec.path)]) == 0  # a reader does not touch the file
+    assert "2 pending" in capsys.readouterr().out and journal.read_bytes() == good + torn
+
+    study = open_study(spec, str(journal), create=True)  # what `sweep run` does first
+    err = capsys.readouterr().err
+    assert "torn record" in err and "set it aside" in err, err
+    assert journal.read_bytes() == good
+    (backup,) = journal.parent.glob("journal.log.torn-*")
+    assert backup.read_bytes() == torn
+    study.set_user_attr("after", 1)  # the next record lands on a clean line
+    assert load(journal, "tiny").user_attrs["after"] == 1 and len(load(journal, "tiny").get_trials()) == 2
+
+
+def test_a_live_writer_sets_aside_a_record_another_process_tore(lab_dir, capsys):
+    spec, journal, study = _study_on_disk(lab_dir)  # this process keeps its storage open
+    with open(journal, "ab") as f:
+        f.write(b'{"op_code": 8, "worker_id": "dead", "trial_id": 0, "user_a')  # a worker killed mid-append
+    study.set_user_attr("after", 2)
+    assert "torn record" in capsys.readouterr().err
+    assert load(journal, "tiny").user_attrs["after"] == 2
+
+
+def test_garbage_inside_the_journal_is_refused_and_the_file_left_as_it_was(lab_dir, capsys):
+    spec, journal, _ = _study_on_disk(lab_dir)
+    lines = journal.read_bytes().splitlines(keepends=True)
+    damaged = b"".join(lines[:2] + [b"\x00\x00garbage\n"] + lines[2:])
+    journal.write_bytes(damaged)
+    for argv in (["sweep", "run", str(spec.path), "--no-report"], ["sweep", "status", str(spec.path)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"line 3 of {len(lines) + 1} is not a journal record" in err, err
+        assert journal.read_bytes() == damaged
+    assert not list(journal.parent.glob("journal.log.torn-*"))
+
+
+def test_refused_changed_spec_appends_nothing_to_the_storage(lab_dir, capsys):
+    spec, journal, _ = _study_on_disk(lab_dir)
+    before = journal.read_bytes()
+    Path(spec.path).write_text(TINY.replace("seed: [0, 1]", "seed: [0]").replace("steps: 3", "steps: 5"))
+    assert main(["sweep", "run", str(spec.path), "--no-report"]) == 2
+    assert "different spec" in capsys.readouterr().err
+    assert journal.read_bytes() == before
+
+
 def test_exactly_once_with_concurrent_sweep_runs(lab_dir):
     """`sweep run --workers 2` and `sweep run --gpus 3,5` started at the same moment: 4 workers, 2 enqueuers, 4 cells."""
     spec = write(lab_dir / "race.yaml", TINY)
-    procs = [subprocess.Popen(sweep_cmd("run", spec, *extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    procs = [subprocess.Popen(sweep_cmd("run", spec, "--no-report", *extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, env=env()) for extra in (["--workers", 2], ["--gpus", "3,5"])]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     for p, out in zip(procs, outs):
@@ -320,7 +388,7 @@ def test_kill_9_then_next_sweep_run_resumes_the_cell(lab_dir):
 
     spec = write(lab_dir / "kill.yaml", SLOW.replace("grid: {n: [1, 2], seed: [0, 1]}", "grid: {n: [2]}"))
     folder = lab_dir / "runs/kill/n=2"
-    proc = subprocess.Popen(sweep_cmd("run", spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    proc = subprocess.Popen(sweep_cmd("run", spec, "--no-report"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env())
     _wait_for_checkpoint(folder, proc)
     proc.send_signal(signal.SIGKILL)
@@ -329,7 +397,7 @@ def test_kill_9_then_next_sweep_run_resumes_the_cell(lab_dir):
     rows_at_kill = (folder / "metrics.jsonl").read_text().splitlines()
     assert 0 < step_at_kill < STEPS, step_at_kill
 
-    run = subprocess.run(sweep_cmd("run", spec), capture_output=True, text=True, env=env(), timeout=300)
+    run = subprocess.run(sweep_cmd("run", spec, "--no-report"), capture_output=True, text=True, env=env(), timeout=300)
     print(run.stdout)
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"resumed from step {step_at_kill}" in run.stdout
@@ -347,7 +415,7 @@ def test_kill_9_a_worker_another_worker_takes_over(lab_dir):
     from optuna.trial import TrialState
 
     spec = write(lab_dir / "takeover.yaml", SLOW.replace("grid: {n: [1, 2], seed: [0, 1]}", "grid: {n: [1, 2]}"))
-    proc = subprocess.Popen(sweep_cmd("run", spec, "--workers", 2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(sweep_cmd("run", spec, "--no-report", "--workers", 2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env())
     journal = lab_dir / "runs/takeover/journal.log"
     t0 = time.time()

@@ -59,7 +59,7 @@ def test_two_hosts_one_postgres_study_each_cell_once(tmp_path, pg_url):
     for host in ("a", "b"):
         (tmp_path / host).mkdir()
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "lab", "sweep", "run", str(spec), "--storage", pg_url],
+            [sys.executable, "-m", "lab", "sweep", "run", str(spec), "--no-report", "--storage", pg_url],
             cwd=tmp_path / host, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(tmp_path)))
     outs = [p.communicate(timeout=300)[0] for p in procs]
     for p, out in zip(procs, outs):
