@@ -236,3 +236,7 @@ def add_parser(sub, bench_sub) -> None:
     r.add_argument("--figures", help="folder for the figures (default: runs/<study>/figures, "
                                      "or figures/ beside --out)")
     r.set_defaults(func=cmd_report)
+
+    from analysis.curves import add_parser as add_curves
+
+    add_curves(sub)
