@@ -1,9 +1,12 @@
-"""Greedy decoding in batches, used by task evaluation.
+"""Greedy decoding in batches, used by task evaluation, and the prompts it decodes.
 
 Prompts are grouped by length so a batch needs no padding (and so no
-attention mask): every row of a batch sees exactly what it would see alone.
-The next-token head (head 1) decodes; the other heads are not used here (see
-``lab.speculative`` for decoding that uses them).
+attention mask): every row of a batch sees exactly what it would see alone
+(:func:`length_batches`, the lab's one batching by length). The next-token
+head (head 1) decodes; the other heads are not used here (see
+``lab.speculative`` for decoding that uses them). :func:`task_prompts` turns
+a task's test records into prompts and finds the token that ends an answer;
+:func:`pick` spreads a subset over a test set.
 
 Example:
     >>> import torch
@@ -19,10 +22,34 @@ Example:
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 
 import torch
 
 from lab.errors import UserError
+
+
+def length_batches(seqs: list[list[int]], batch_size: int,
+                   device: torch.device | str = "cpu") -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Sequences of one length stacked into batches of at most ``batch_size`` rows: (indices, (B, T) tensor).
+
+    The one batching by length of the lab (decoding, its benchmark, the
+    agreement metric): no padding, so no attention mask, and every row sees
+    exactly what it would see alone. Shortest first; input order within a
+    length.
+
+    Example:
+        >>> [(ids, x.tolist()) for ids, x in length_batches([[1, 2], [3], [4, 5], [6, 7]], 2)]
+        [([1], [[3]]), ([0, 2], [[1, 2], [4, 5]]), ([3], [[6, 7]])]
+    """
+    by_len: dict[int, list[int]] = defaultdict(list)
+    for i, seq in enumerate(seqs):
+        by_len[len(seq)].append(i)
+    for length in sorted(by_len):
+        ids = by_len[length]
+        for start in range(0, len(ids), batch_size):
+            chunk = ids[start:start + batch_size]
+            yield chunk, torch.tensor([seqs[i] for i in chunk], dtype=torch.long, device=device)
 
 
 def run_batched(prompts: list[list[int]], generate, *, stop_token: int | None = None,
@@ -38,22 +65,17 @@ def run_batched(prompts: list[list[int]], generate, *, stop_token: int | None = 
         >>> run_batched([[1, 2], [3], [4, 5]], echo, stop_token=None)
         [[2, 2, 2], [3, 3, 3], [5, 5, 5]]
     """
-    by_len: dict[int, list[int]] = defaultdict(list)
     for i, p in enumerate(prompts):
         if not p:
             raise UserError(f"prompt {i + 1} is empty")
-        by_len[len(p)].append(i)
     out: list[list[int]] = [[] for _ in prompts]
-    for length in sorted(by_len):
-        ids = by_len[length]
-        for start in range(0, len(ids), batch_size):
-            chunk = ids[start:start + batch_size]
-            new = generate(torch.tensor([prompts[i] for i in chunk], dtype=torch.long, device=device))
-            for row, i in enumerate(chunk):
-                toks = new[row].tolist()
-                if stop_token is not None and stop_token in toks:
-                    toks = toks[:toks.index(stop_token) + 1]
-                out[i] = toks
+    for ids, x in length_batches(prompts, batch_size, device):
+        new = generate(x)
+        for row, i in enumerate(ids):
+            toks = new[row].tolist()
+            if stop_token is not None and stop_token in toks:
+                toks = toks[:toks.index(stop_token) + 1]
+            out[i] = toks
     return out
 
 
@@ -73,3 +95,53 @@ def greedy_generate(model, prompts: list[list[int]], max_new_tokens: int, *, sto
                            stop_token=stop_token, batch_size=batch_size, device=device)
     finally:
         model.train(was_training)
+
+
+# ---------------------------------------------------------------------------
+# Which prompts: a task's test records as prompts, a spread-out subset
+# ---------------------------------------------------------------------------
+
+def task_prompts(task, records: list[dict], enc) -> tuple[list[list[int]], int | None, int]:
+    """Evaluation prompts of test records, the stop token and the answer length in tokens.
+
+    A prompt is the end-of-text token then the encoded ``prompt`` (the example
+    boundary seen in training, as the tasks' ``evaluate`` does; a task may
+    override with a ``prompt_tokens(record, enc)`` method). The stop token is
+    the first token of what the training document puts after the answer
+    (``"\\n"`` for polyarith), else None; the length is the longest answer
+    plus that stop token.
+
+    Example:
+        >>> from generators import registry
+        >>> from lab.tokenizers import byte_encoding
+        >>> task = registry.create("polyarith", {"test_per_op": 1})
+        >>> prompts, stop, length = task_prompts(task, task.build("test", 0)[:2], byte_encoding())
+        >>> stop, length, prompts[0][0]
+        (10, 6, 256)
+    """
+    custom = getattr(task, "prompt_tokens", None)
+    prompts, stop, longest = [], None, 1
+    for rec in records:
+        prompts.append(custom(rec, enc) if custom else [enc.eot_token] + enc.encode_ordinary(rec["prompt"]))
+        answer = rec.get("answer", "")
+        doc = task.document(rec)
+        tail = doc[len(rec["prompt"]) + len(answer):] if doc.startswith(rec["prompt"] + answer) else ""
+        if tail and stop is None:
+            stop = enc.encode_ordinary(tail)[0]
+        longest = max(longest, len(enc.encode_ordinary(answer)) + (1 if tail else 0))
+    return prompts, stop, longest
+
+
+def pick(records: list, limit: int) -> list:
+    """``limit`` records spread evenly over the list (all of them if limit is 0 or larger).
+
+    Test sets are often sorted by difficulty: the first ``limit`` would be the easiest.
+
+    Example:
+        >>> pick(list(range(10)), 3)
+        [0, 3, 6]
+    """
+    if not limit or limit >= len(records):
+        return list(records)
+    step = len(records) / limit
+    return [records[int(i * step)] for i in range(limit)]

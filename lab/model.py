@@ -25,7 +25,8 @@ which is where the size names (1M ... 1B non-embedding parameters) come from.
 
 The memory-efficient MTP backward lives in ``lab.loss``; this module only
 defines the forward pieces it calls (``trunk_forward``, ``head_states``,
-``logits``).
+``logits``). ``StackedHeads`` runs parallel or linear heads as one batched
+op, for self-speculative decoding (``lab.speculative``).
 
 Example:
     >>> import torch
@@ -39,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -101,8 +103,10 @@ class KVCache:
     """Keys and values of every attention layer, for incremental decoding.
 
     One slot per Block (trunk and head blocks), preallocated to ``max_len``
-    positions. ``truncate(length)`` rolls back (speculative decoding rejects
-    drafted tokens that way).
+    positions. A forward writes its T positions from ``length`` on and leaves
+    ``length`` where it was; ``seek(length)`` then moves it: forward past the
+    positions to keep, or back (speculative decoding rejects drafted tokens
+    that way).
     """
 
     def __init__(self, n_blocks: int, batch: int, n_heads: int, head_dim: int, max_len: int, device, dtype):
@@ -122,7 +126,8 @@ class KVCache:
         self.v[slot][:, :, self.length:end] = v
         return self.k[slot][:, :, :end], self.v[slot][:, :, :end]
 
-    def truncate(self, length: int):
+    def seek(self, length: int):
+        """The next forward writes from position ``length`` on: the first ``length`` positions are kept."""
         self.length = length
 
 
@@ -190,6 +195,91 @@ class SequentialHead(nn.Module):
 
     def forward(self, z_prev, emb_next, rope, cache=None):
         return self.block(self.merge(torch.cat([self.norm_h(z_prev), self.norm_e(emb_next)], dim=-1)), rope, cache)
+
+
+class StackedLinear(nn.Module):
+    """k bias-free Linear layers as one ``torch.bmm``: row block i of x goes through layer i.
+
+    x (k*B, T, in) -> (k*B, T, out), or (k, B, T, in) -> (k, B, T, out). The
+    layers' weights are copied, stacked as (k, in, out).
+    """
+
+    def __init__(self, linears):
+        super().__init__()
+        self.register_buffer("weight", torch.stack([lin.weight.detach().t() for lin in linears]), persistent=False)
+
+    def forward(self, x):
+        k, d_in = self.weight.shape[:2]
+        return torch.bmm(x.reshape(k, -1, d_in), self.weight).view(*x.shape[:-1], -1)
+
+
+class StackedNorm(nn.Module):
+    """k Norms, each applied by its own forward to its row block of x (k*B, T, d); copies of the given ones."""
+
+    def __init__(self, norms):
+        super().__init__()
+        self.norms = nn.ModuleList(copy.deepcopy(norm).requires_grad_(False) for norm in norms)
+
+    def forward(self, x):
+        xs = x.view(len(self.norms), -1, *x.shape[1:])
+        return torch.stack([norm(xs[i]) for i, norm in enumerate(self.norms)]).view(x.shape)
+
+
+class StackedHeads(nn.Module):
+    """k parallel or linear heads run as one, for decoding: h (B, T, d) -> z_1..z_k as (k, B, T, d).
+
+    Parallel and linear heads all read the trunk output h, so k of them can
+    run as one batched op: every weight matrix stacked over the heads for
+    ``torch.bmm`` (:class:`StackedLinear`), the heads' rows one after the
+    other in the batch dimension (k*B rows). Parallel heads become one
+    pre-norm layer whose attention and MLP are a CausalSelfAttention and an
+    MLP with stacked linear layers; its KV cache (``new_cache``) has one slot
+    of batch k*B. The weights are copies: build it again after they change
+    (``lab.speculative`` checks it against the model's heads when it does).
+
+    Example:
+        >>> cfg = ModelConfig(size="custom", d_model=16, layers=3, n_heads=2, n=2, vocab_size=20).resolved()
+        >>> model = MTPModel(cfg)
+        >>> h = torch.randn(1, 4, 16)
+        >>> z = StackedHeads(cfg, model.heads)(h, model.rope)
+        >>> z.shape, torch.allclose(z[1], model.heads[1](h, model.rope), atol=1e-6)
+        (torch.Size([2, 1, 4, 16]), True)
+    """
+
+    def __init__(self, cfg: ModelConfig, heads):
+        super().__init__()
+        heads = list(heads)
+        self.kind, self.k = cfg.head_kind, len(heads)
+        self.n_heads, self.head_dim = cfg.n_heads, cfg.d_model // cfg.n_heads
+        if self.kind == "linear":
+            self.linear = StackedLinear(heads)
+            return
+        if self.kind != "parallel":
+            raise ValueError(f"{self.kind} heads do not all read the trunk output: they cannot be stacked")
+        self.norm1, self.norm2 = StackedNorm(b.norm1 for b in heads), StackedNorm(b.norm2 for b in heads)
+        with torch.device("meta"):  # the layers' code without weights; the linear layers are set just below
+            self.attn, self.mlp = CausalSelfAttention(cfg), MLP(cfg)
+        self.attn.qkv, self.attn.proj = StackedLinear([b.attn.qkv for b in heads]), StackedLinear([b.attn.proj for b in heads])
+        self.mlp.up, self.mlp.down = StackedLinear([b.mlp.up for b in heads]), StackedLinear([b.mlp.down for b in heads])
+        unset = [name for name, t in [*self.named_parameters(), *self.named_buffers()] if t.is_meta]
+        if unset:
+            raise ValueError(f"StackedHeads does not stack {', '.join(unset)}: add it there")
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache | None:
+        """A KV cache for ``batch`` rows of h (None for linear heads: they do not attend)."""
+        if self.kind == "linear":
+            return None
+        w = self.attn.qkv.weight
+        return KVCache(1, self.k * batch, self.n_heads, self.head_dim, max_len, w.device, w.dtype)
+
+    def forward(self, h, rope, cache: KVCache | None = None):
+        k, (B, T, d) = self.k, h.shape
+        if self.kind == "linear":
+            return self.linear(h.expand(k, B, T, d))
+        x = h.expand(k, B, T, d).reshape(k * B, T, d)
+        x = x + self.attn(self.norm1(x), rope, cache, 0)
+        x = x + self.mlp(self.norm2(x))
+        return x.view(k, B, T, d)
 
 
 class MTPModel(nn.Module):
@@ -316,7 +406,7 @@ class MTPModel(nn.Module):
         B, T = idx.shape
         cache = self.new_cache(B, T + max_new_tokens)
         logits = self(idx, heads=1, cache=cache)[0][:, -1]
-        cache.truncate(T)
+        cache.seek(T)
         out, done = [], torch.zeros(B, dtype=torch.bool, device=idx.device)
         for step in range(max_new_tokens):
             nxt = logits.argmax(-1)  # (B,)
@@ -327,5 +417,5 @@ class MTPModel(nn.Module):
                     break
             if step + 1 < max_new_tokens:
                 logits = self(nxt[:, None], heads=1, cache=cache)[0][:, -1]
-                cache.truncate(cache.length + 1)
+                cache.seek(cache.length + 1)
         return torch.stack(out, dim=1)

@@ -1,7 +1,7 @@
 """``mtplab decode`` and ``mtplab bench decode``: self-speculative decoding from the command line.
 
-Plugged into ``mtplab`` through the ``mtplab.commands`` entry point
-(``decode = "lab.speculative_cli:add_parser"`` in pyproject.toml).
+``lab.cli`` adds both with :func:`add_parser`. Decoding itself is
+``lab.speculative``, the benchmark ``lab.bench_decode``.
 
 Example:
     $ mtplab decode runs/x --prompt "(10000+20000)=" --heads 4
@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from lab.errors import UserError
+from lab.paths import atomic_write_text, check_output_file
 
 
 def _formatter(prog):
@@ -46,7 +47,7 @@ def add_parser(sub, bench_sub) -> None:
                "  mtplab decode runs/x --prompts-file prompts.txt --max-new-tokens 200 --no-stop --check")
     s.add_argument("run", help="run folder (mtplab train --out ...), trained with n >= 2")
     s.add_argument("--prompt", action="append", default=[],
-                   help="prompt text (repeat for a batch; write --prompt=-1234= for a text starting with -)")
+                   help="prompt text (repeat for a batch); a text may start with one '-', e.g. --prompt -12345=")
     s.add_argument("--prompts-file", help="a text file with one prompt per line")
     s.add_argument("--heads", type=int, help="k: heads used (1 = plain greedy; default: all n)")
     s.add_argument("--max-new-tokens", type=int, default=64, help="new tokens per prompt at most (default 64)")
@@ -103,7 +104,7 @@ def _positive(name: str, value: int) -> int:
 
 
 def _stop_token(args, task, data) -> int | None:
-    from lab.speculative import task_prompts
+    from lab.decode import task_prompts
 
     if args.no_stop:
         return None
@@ -126,6 +127,8 @@ def read_prompts(args) -> list[str]:
     texts = list(args.prompt or [])
     if args.prompts_file:
         path = Path(args.prompts_file)
+        if path.is_dir():
+            raise UserError(f"--prompts-file {path} is a folder; give a text file with one prompt per line")
         if not path.is_file():
             raise UserError(f"--prompts-file {path} does not exist")
         try:
@@ -185,7 +188,9 @@ def cmd_decode(args) -> int:
 
 def cmd_bench_decode(args) -> int:
     """``mtplab bench decode``: speculative vs plain greedy decoding on the run's test prompts."""
-    from lab.speculative import bench_decode, check_heads, format_bench, pick, task_prompts
+    from lab.bench_decode import bench_decode, format_bench
+    from lab.decode import pick, task_prompts
+    from lab.speculative import check_heads
 
     _positive("--batch-size", args.batch_size)
     _positive("--repeats", args.repeats)
@@ -195,6 +200,8 @@ def cmd_bench_decode(args) -> int:
         torch.set_num_threads(_positive("--threads", args.threads))
     if args.limit < 0 or args.max_new_tokens < 0:
         raise UserError("--limit and --max-new-tokens must be >= 0")
+    if args.json:
+        check_output_file(args.json, "--json")  # before the benchmark, not after it
     config, task, data, model = _load(args.run, args.device)
     if args.heads:
         try:
@@ -227,8 +234,5 @@ def cmd_bench_decode(args) -> int:
     result["run"] = str(args.run)
     print(format_bench(result))
     if args.json:
-        out = Path(args.json)
-        if out.parent and not out.parent.exists():
-            raise UserError(f"folder {out.parent} does not exist")
-        out.write_text(json.dumps(result, indent=2, default=str))
+        atomic_write_text(args.json, json.dumps(result, indent=2, default=str))
     return 0

@@ -8,10 +8,12 @@ import torch
 
 from lab import speculative as spec
 from lab import train as train_mod
+from lab.agreement import agreement_windows, head_agreement
+from lab.bench_decode import decode_ceilings
 from lab.cli import main
 from lab.config import HEAD_KINDS, ModelConfig, build_run_config
-from lab.decode import greedy_generate
-from lab.model import MTPModel
+from lab.decode import greedy_generate, pick, task_prompts
+from lab.model import Block, MTPModel, StackedHeads
 
 V = 23
 
@@ -68,28 +70,87 @@ def test_speculative_equals_greedy_random_models(kind):
 def test_fused_heads_compute_the_models_heads():
     for kind in spec.FUSABLE:
         model = _model(kind, n=4)
-        assert spec.fused_matches(model)
         engine = spec.make_engine(model, 2, 12, 4)
         assert isinstance(engine, spec._FusedEngine)
         cache = model.new_cache(2, 12)
         h = torch.randn(2, 9, 32)
         for a, b in ((0, 5), (5, 8), (8, 9)):
-            engine.L = a
-            cache.truncate(a)
+            engine.length = a
+            cache.seek(a)
             ref = torch.stack(model.head_states(h[:, a:b], None, cache=cache))
             torch.testing.assert_close(engine.head_states(h[:, a:b]), ref, rtol=1e-5, atol=1e-6)
-        # the stacked weights are cached on the model, and rebuilt after an in-place update (optimizer step)
+        # the stacked weights are kept per model, and rebuilt after an in-place update (optimizer step)
         x = torch.randint(0, V, (2, 5))
         assert torch.equal(spec.speculative_generate(model, x, 12), model.generate(x, 12))
+        stacked = spec.stacked_heads(model, 4)
+        assert spec.stacked_heads(model, 4) is stacked
         with torch.no_grad():
             for p in model.heads.parameters():
                 p.mul_(3.0)
         assert torch.equal(spec.speculative_generate(model, x, 12), model.generate(x, 12))
-        stacked = spec._stacked_heads(model, 4)
-        if kind == "linear":
-            assert torch.equal(stacked.W[3], model.heads[3].weight.t())
-        else:
-            assert torch.equal(stacked.args[0].attn.args[0].qkv.W[3], model.heads[3].attn.qkv.weight.t())
+        stacked = spec.stacked_heads(model, 4)
+        weight = stacked.linear.weight if kind == "linear" else stacked.attn.qkv.weight
+        head = model.heads[3] if kind == "linear" else model.heads[3].attn.qkv
+        assert torch.equal(weight[3], head.weight.t())
+        assert not any("speculative" in name or "stacked" in name for name in vars(model))  # nothing kept on the model
+
+
+class _ScaledBlock(Block):
+    """A head Block whose output differs from what StackedHeads computes for a Block."""
+
+    def forward(self, x, rope, cache=None):
+        return 2 * super().forward(x, rope, cache)
+
+
+class _RenamedMLP(torch.nn.Module):
+    """The MLP with its layers renamed (as a refactor of lab.model might): the model still works."""
+
+    def __init__(self, mlp):
+        super().__init__()
+        self.fc, self.proj = mlp.up, mlp.down
+
+    def forward(self, x):
+        return self.proj(torch.nn.functional.gelu(self.fc(x)))
+
+
+def test_fused_path_fails_loudly_when_the_heads_do_not_match():
+    """A head the stacked module does not mirror raises; it never decodes slowly (or wrongly) in silence."""
+    x = torch.randint(0, V, (2, 5))
+    # a head whose code differs: the check against the model's own heads catches it
+    model = _model("parallel", n=3)
+    scaled = _ScaledBlock(model.config, model.heads[1].slot)
+    scaled.load_state_dict(model.heads[1].state_dict())
+    model.heads[1] = scaled
+    with pytest.raises(RuntimeError, match="do not compute this model's parallel heads"):
+        spec.speculative_generate(model, x, 8)
+    with pytest.raises(RuntimeError, match="StackedHeads"):
+        spec.make_engine(model, 2, 16, 2)
+    # ... and the unfused engine, asked for, still decodes it exactly
+    assert torch.equal(spec.speculative_generate(model, x, 8, fused=False), model.generate(x, 8))
+    # a renamed field: building the stacked heads fails (it no longer finds the layers to stack)
+    model = _model("parallel", n=3)
+    model.heads[2].mlp = _RenamedMLP(model.heads[2].mlp)
+    assert torch.equal(spec.speculative_generate(model, x, 8, fused=False), model.generate(x, 8))
+    with pytest.raises(AttributeError, match="up"):
+        spec.speculative_generate(model, x, 8)
+    # heads that cannot be stacked at all
+    with pytest.raises(ValueError, match="heads do not all read the trunk output"):
+        StackedHeads(_model("causal").config, _model("causal").heads)
+
+
+def test_stacked_heads_name_a_layer_they_do_not_stack(monkeypatch):
+    """A new weight in the attention (say a query norm) is named, not left on the meta device to fail later."""
+    import lab.model
+
+    class _QueryNormAttention(lab.model.CausalSelfAttention):
+        def __init__(self, cfg):
+            super().__init__(cfg)
+            self.q_norm = lab.model.Norm(cfg.d_model)
+
+    monkeypatch.setattr(lab.model, "CausalSelfAttention", _QueryNormAttention)
+    model = _model("parallel", n=2)
+    with pytest.raises(ValueError, match=r"does not stack attn\.q_norm\.weight"):
+        spec.make_engine(model, 1, 8, 2)
 
 
 def _reference_drafts(model, seq, nxt, drafts, k):
@@ -170,7 +231,7 @@ def test_acceptance_bookkeeping_with_oracle_drafts():
     assert stats.forwards == 10 and stats.advanced == 39  # 9 blocks of 4 tokens, then one of 3
     assert stats.acceptance() == {2: 1.0, 3: 1.0, 4: 1.0}
     # ... which is exactly the ceiling bench decode prints for 40-token outputs
-    assert round(stats.tokens_per_forward, 2) == spec.decode_ceilings([40], 4)["max_tokens_per_forward"] == 3.9
+    assert round(stats.tokens_per_forward, 2) == decode_ceilings([40], 4)["max_tokens_per_forward"] == 3.9
     # row 0's draft of token 6 and row 1's of token 12 are wrong: both rows stop there (minimum)
     stats = spec.DecodeStats()
     eng = _Oracle(spec.make_engine(model, 2, 60, 4), truth, {(0, 6), (1, 12)})
@@ -214,7 +275,7 @@ def test_bad_heads():
 def test_head_agreement_definition():
     model = _model("parallel", n=3)
     x = torch.randint(0, V, (2, 10))
-    got = spec.head_agreement(model, x)
+    got = head_agreement(model, x)
     with torch.no_grad():
         p = [lg.argmax(-1) for lg in model(x)]
     for k in (2, 3):
@@ -223,8 +284,8 @@ def test_head_agreement_definition():
     lead = [(1 + int(p[1][b, t] == p[0][b, t + 1]) * (1 + int(p[2][b, t] == p[0][b, t + 2])))
             for b in range(2) for t in range(8)]
     assert got["agreement/tokens_per_forward"] == pytest.approx(sum(lead) / len(lead))
-    assert spec.head_agreement(model, [list(range(10)), list(range(5, 12))]).keys() == got.keys()
-    assert spec.head_agreement(_model("parallel", n=1), x) == {}
+    assert head_agreement(model, [list(range(10)), list(range(5, 12))]).keys() == got.keys()
+    assert head_agreement(_model("parallel", n=1), x) == {}
 
 
 # ---------------------------------------------------------------- trained tiny models
@@ -250,7 +311,7 @@ def runs(tmp_path_factory):
 def test_trained_models_decode_identically(runs):
     for name in ("n4", "n2"):
         config, task, data, model, _ = train_mod.load_run(runs[name], torch.device("cpu"))
-        prompts, stop, longest = spec.task_prompts(task, spec.pick(data.test, 8), data.enc)
+        prompts, stop, longest = task_prompts(task, pick(data.test, 8), data.enc)
         assert stop == data.enc.encode("\n")[0] and longest == 6
         n = model.config.n
         for max_new, s in ((longest, stop), (40, None)):  # the answers; then on past them (packed documents)
@@ -264,7 +325,7 @@ def test_trained_models_decode_identically(runs):
         x = torch.tensor([prompts[0]] * 3)
         assert torch.equal(spec.speculative_generate(model, x, 40), model.generate(x, 40))
         assert torch.equal(spec.uncached_greedy(model, x[:1], 40), model.generate(x[:1], 40))  # the KV cache
-        agree = spec.head_agreement(model, spec.agreement_windows(task, data.test, data.enc, 64))
+        agree = head_agreement(model, agreement_windows(task, data.test, data.enc, 64))
         assert set(agree) == {f"agreement/head={k}" for k in range(2, n + 1)} | {"agreement/tokens_per_forward"}
         assert all(0.0 <= v <= 1.0 for key, v in agree.items() if "head=" in key)
         assert 1.0 <= agree["agreement/tokens_per_forward"] <= n
