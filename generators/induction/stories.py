@@ -123,7 +123,7 @@ def _cast(w: Writer, rng: random.Random, n_named: int) -> None:
     gb = "f" if rng.random() < 0.5 else "m"
     if not animal_world:
         kind_b = {"f": "girl", "m": "boy"}[gb]
-    A = w.cast("A", name(ga), ga, kind_a)
+    w.cast("A", name(ga), ga, kind_a)
     B = w.cast("B", name(gb), gb, kind_b)
     ctx["animal_world"] = animal_world
     # B's relation to A
@@ -363,7 +363,7 @@ def extra_cameo(w: Writer, slot: str, mood: str = "play") -> None:
     """
     X = w.ctx[slot]
     t = "{" + slot + "}"
-    he, his = t[:-1] + ":he}", t[:-1] + ":his}"
+    his = t[:-1] + ":his}"
     if X.role == "pet":
         act = "[" + "|".join(PET_ACTS[X.kind]).replace("{his}", his) + "]"
         w.s(f"{t} {act}.", f"{t} the {X.kind} [came too|followed close behind|watched them]." if X.kind in ("dog", "puppy")
