@@ -11,6 +11,7 @@ import shutil
 import tempfile
 
 _ROOT = tempfile.mkdtemp(prefix="mtplab-tests-")
+os.chmod(_ROOT, 0o755)  # the private PostgreSQL cluster (tests/pg.py) runs as the postgres user under it
 os.environ["TMPDIR"] = _ROOT
 tempfile.tempdir = _ROOT
 for var, sub in (("MTPLAB_CACHE_DIR", "datasets"), ("TIKTOKEN_CACHE_DIR", "tiktoken"),
