@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.metadata
@@ -48,6 +49,8 @@ _BUILTIN = {
     "induction": "generators.induction",
 }
 _REGISTRY: dict[str, type["Task"]] = {}
+_ORIGIN: dict[str, str] = {}  # name -> where its class came from (a built-in module, an entry point, MTPLAB_TASKS)
+_loading: list[str] = []  # the source being imported right now (register() records it)
 _discovered = False
 
 
@@ -154,8 +157,28 @@ def register(cls: type[Task]) -> type[Task]:
             raise TypeError(f"task class {cls.__name__} must define '{attr}'")
     if not dataclasses.is_dataclass(cls.Config):
         raise TypeError(f"{cls.__name__}.Config must be a dataclass")
-    _REGISTRY[cls.name] = cls
+    name, where = cls.name, f"{cls.__module__}.{cls.__qualname__}"
+    origin = _loading[-1] if _loading else f"module {cls.__module__}"
+    builtin = _BUILTIN.get(name)
+    if builtin and cls.__module__ != builtin and not cls.__module__.startswith(builtin + "."):
+        raise UserError(f"task name '{name}' of {origin} ({where}) is the name of a built-in task ({builtin}); "
+                        f"rename the plugin's task")
+    old = _REGISTRY.get(name)
+    if old is not None and f"{old.__module__}.{old.__qualname__}" != where:
+        raise UserError(f"task '{name}' is defined twice: by {_ORIGIN[name]} ({old.__module__}.{old.__qualname__}) "
+                        f"and by {origin} ({where}); rename one task or remove one of the two")
+    _REGISTRY[name] = cls
+    _ORIGIN.setdefault(name, origin)
     return cls
+
+
+@contextlib.contextmanager
+def _source(label: str):
+    _loading.append(label)
+    try:
+        yield
+    finally:
+        _loading.pop()
 
 
 def _import_path(spec: str) -> None:
@@ -185,17 +208,21 @@ def _discover() -> None:
         return
     _discovered = True
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        obj = ep.load()
-        if isinstance(obj, type) and issubclass(obj, Task) and obj.name not in _REGISTRY:
-            register(obj)
+        dist = getattr(getattr(ep, "dist", None), "name", None)
+        with _source(f"entry point '{ep.name} = {ep.value}'" + (f" of {dist}" if dist else "")):
+            obj = ep.load()
+            if isinstance(obj, type) and issubclass(obj, Task):
+                register(obj)  # a module that registers itself on import did so above
     for spec in filter(None, (s.strip() for s in os.environ.get("MTPLAB_TASKS", "").split(","))):
-        _import_path(spec)
+        with _source(f"MTPLAB_TASKS entry '{spec}'"):
+            _import_path(spec)
 
 
 def _load_builtin(name: str) -> None:
     """Import a built-in task's module (it registers itself); absent modules are skipped."""
     try:
-        importlib.import_module(_BUILTIN[name])
+        with _source(f"built-in module {_BUILTIN[name]}"):
+            importlib.import_module(_BUILTIN[name])
     except ModuleNotFoundError as e:
         if e.name != _BUILTIN[name]:
             raise
@@ -224,8 +251,7 @@ def get(name: str) -> type[Task]:
     """
     if name not in _REGISTRY and name in _BUILTIN:
         _load_builtin(name)
-    if name not in _REGISTRY:
-        _discover()
+    _discover()  # always: a plugin that clashes with this name is refused, not silently shadowed
     if name not in _REGISTRY:
         raise UserError(f"unknown task '{name}'; registered tasks: {', '.join(names())}")
     return _REGISTRY[name]

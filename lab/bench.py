@@ -237,8 +237,9 @@ def main(args) -> int:
                       f"{'  (target <= 1.15 at small V)' if n == 4 else ''}; peak memory sequential {mem:.2f}"
                       f"{'  (target <= 1.05 at 32k)' if n == 4 else ''}, naive {naive_mem:.2f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        from lab.paths import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(results, indent=2))  # the path was checked before the benchmark
     return 0
 
 

@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 import platform
 import random
 import subprocess
@@ -32,23 +31,14 @@ import torch
 
 from lab.config import RunConfig
 from lab.errors import UserError
+from lab.paths import atomic_replace  # the one atomic write of the lab (re-exported here)
 
 CHECKPOINT = "checkpoint.pt"
 
 
-def _atomic_replace(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_json(path: Path, obj) -> None:
     """Write JSON atomically."""
-    _atomic_replace(Path(path), lambda p: p.write_text(json.dumps(obj, indent=2, sort_keys=True)))
+    atomic_replace(Path(path), lambda p: p.write_text(json.dumps(obj, indent=2, sort_keys=True)))
 
 
 def git_commit() -> str | None:
@@ -109,7 +99,7 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(run_dir: Path, state: dict) -> None:
     """Atomically write checkpoint.pt."""
-    _atomic_replace(Path(run_dir) / CHECKPOINT, lambda p: torch.save(state, p))
+    atomic_replace(Path(run_dir) / CHECKPOINT, lambda p: torch.save(state, p))
 
 
 def load_checkpoint(run_dir: Path, map_location="cpu") -> dict:

@@ -19,7 +19,9 @@ import json
 import sys
 from pathlib import Path
 
+from lab.config import MAX_SEED
 from lab.errors import UserError
+from lab.paths import atomic_write_text, check_output_dir, check_output_file
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,6 +59,16 @@ def parse_sets(items: list[str] | None) -> dict[str, str]:
             raise UserError(f"--set expects key=value (e.g. train.lr=3e-4), got '{item}'")
         out[key.strip()] = value.strip()
     return out
+
+
+def _given_train_flags(args) -> list[str]:
+    """The training-config flags given on the command line (``--lr``, ``--set``, ...), as typed."""
+    given = [f"--{flag.replace('_', '-')}" for flag in (*TRAIN_FLAGS, "task", "out", "stories_file")
+             if getattr(args, flag, None) is not None]
+    given += [f"--{flag.replace('_', '-')}" for flag in ("heads_on_top", "compile", "no_progress") if getattr(args, flag, False)]
+    if getattr(args, "set", None):
+        given.append("--set " + " ".join(args.set))
+    return given
 
 
 def _overrides(args) -> dict[str, str]:
@@ -118,10 +130,16 @@ def cmd_generate(args) -> int:
     task = cls(build_dataclass(cls.Config, {k[5:]: v for k, v in over.items()}, where="task"))
     if args.split not in task.splits:
         raise UserError(f"unknown split '{args.split}' for {args.task}; choose one of {', '.join(task.splits)}")
+    if args.limit < 0:
+        raise UserError(f"--limit must be >= 0 (0: every example), got {args.limit}")
+    if not 0 <= args.gen_seed <= MAX_SEED:
+        raise UserError(f"--seed must be in 0 .. 2**63-1, got {args.gen_seed}")
+    if args.out:
+        check_output_file(args.out, "--out")
     import time
 
     t0 = time.time()
-    data = prepare(task, args.gen_seed, quiet=not args.time)
+    data = prepare(task, args.gen_seed, quiet=not args.time, rebuild=args.rebuild)
     splits = [args.split] + (["test"] if args.stats and args.split == "train" and "test" in task.splits else [])
     for split in splits:
         records = data.test if split == "test" else task.build(split, args.gen_seed)
@@ -137,13 +155,8 @@ def cmd_generate(args) -> int:
                 rows = rows[:args.limit]
             text = "".join(json.dumps(r) + "\n" for r in rows)
             if args.out:
-                out = Path(args.out)
-                if out.parent and not out.parent.exists():
-                    raise UserError(f"folder {out.parent} does not exist")
-                tmp = out.with_name(f".{out.name}.tmp")
-                tmp.write_text(text)
-                tmp.replace(out)
-                print(f"wrote {len(rows):,} {split} examples to {out}", file=sys.stderr)
+                atomic_write_text(args.out, text)
+                print(f"wrote {len(rows):,} {split} examples to {args.out}", file=sys.stderr)
             else:
                 sys.stdout.write(text)
     if args.time:
@@ -156,14 +169,18 @@ def cmd_train(args) -> int:
     from lab.train import run
 
     if args.resume:
-        if args.out or args.task:
-            raise UserError("--resume takes the run folder and its stored config; drop --task/--out")
-        summary = run(None, Path(args.resume), resume=True)
+        ignored = _given_train_flags(args)
+        if ignored:
+            raise UserError(f"--resume continues {args.resume} with the config stored in its config.json, so "
+                            f"{', '.join(ignored)} would be ignored; drop {'it' if len(ignored) == 1 else 'them'} "
+                            f"(to train with other settings, start a new run with --out)")
+        summary = run(None, Path(args.resume), resume=True, rebuild=args.rebuild)
     else:
         if not args.out:
             raise UserError("train needs --out RUN_DIR (or --resume RUN_DIR)")
         config = build_run_config(args.task or "polyarith", _overrides(args))
-        summary = run(config, Path(args.out))
+        check_output_dir(args.out, "--out")
+        summary = run(config, Path(args.out), rebuild=args.rebuild)
     print(format_metrics(summary["metrics"], title=f"final eval at step {summary['step']} ({summary['run_dir']})"))
     if summary["best"]:
         obj, best = summary["objective"], summary["best"]
@@ -176,21 +193,32 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from lab.train import load_run, select_device
+    """``mtplab eval RUN``: the training run's final evaluation, again, on the checkpoint (eval.json untouched)."""
+    from lab.train import evaluate_run, load_run, select_device
 
+    if args.limit < 0:
+        raise UserError(f"--limit must be >= 0 (0: every example), got {args.limit}")
+    if args.json:
+        check_output_file(args.json, "--json")
     device = select_device(args.device) if args.device else None
     config, task, data, model, state = load_run(Path(args.run), device)
-    metrics = task.evaluate(model, data.test, data.enc, next(model.parameters()).device,
-                            limit=args.limit or None)
-    print(format_metrics(metrics, title=f"{args.run}: step {state['step']}"))
+    metrics = evaluate_run(config, task, data, model, next(model.parameters()).device, limit=args.limit or None)
+    print(format_metrics(metrics, title=f"{args.run}: step {state['step']}"
+                                        + (f", {args.limit} examples per slice" if args.limit else "")))
     if args.json:
-        Path(args.json).write_text(json.dumps({"step": state["step"], "metrics": metrics}, indent=2))
+        atomic_write_text(args.json, json.dumps({"step": state["step"], "limit": args.limit or None,
+                                                 "metrics": metrics}, indent=2))
+        print(f"wrote {args.json} ({Path(args.run) / 'eval.json'} is not changed)")
+    else:
+        print(f"({Path(args.run) / 'eval.json'} is not changed; --json FILE writes these metrics)")
     return 0
 
 
 def cmd_bench(args) -> int:
     from lab import bench
 
+    if getattr(args, "json", None):
+        check_output_file(args.json, "--json")
     return bench.main(args)
 
 
@@ -217,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--time", action="store_true", help="report how long building the dataset took")
     s.add_argument("--stories-file", help="induction: your own stories instead of generated ones")
     s.add_argument("--set", action="append", metavar="task.KEY=VALUE", help="any task config field")
+    s.add_argument("--rebuild", action="store_true", help="build the cached dataset afresh (e.g. after it was damaged)")
     s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("train", help="train one model into a run folder", formatter_class=_formatter,
@@ -232,8 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--head-kind", help="parallel | linear | causal | anticausal | sequential")
     s.add_argument("--heads-on-top", action="store_true", help="add the n-1 extra heads on top (no parameter matching)")
     s.add_argument("--loss-weights", help="per-head loss weights, e.g. 1,0.5,0.5,0.5")
-    s.add_argument("--tokens", help="training budget in tokens (e.g. 2e6)")
-    s.add_argument("--steps", help="training budget in optimizer steps (overrides --tokens)")
+    s.add_argument("--tokens", help="training budget in tokens (e.g. 2e6; at most 1e13)")
+    s.add_argument("--steps", help="training budget in optimizer steps (overrides --tokens; 0: from --tokens)")
     s.add_argument("--batch-tokens", help="tokens per optimizer step")
     s.add_argument("--micro-batch", help="sequences per forward/backward (gradient accumulation)")
     s.add_argument("--context", help="sequence length")
@@ -249,14 +278,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stories-file", help="induction: your own stories instead of generated ones")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config field by dotted name")
+    s.add_argument("--rebuild", action="store_true",
+                   help="build the cached dataset afresh (e.g. after it was damaged); also with --resume")
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("eval", help="re-evaluate a run's checkpoint on its test set", formatter_class=_formatter,
-                       epilog="example:\n  mtplab eval runs/x")
+    s = sub.add_parser("eval", help="re-evaluate a run's checkpoint: the same evaluation as the run's final one",
+                       formatter_class=_formatter,
+                       description="Scores the run's checkpoint exactly as training's final eval does: test (and "
+                                   "validation, as valid/...), held-out vs seen loss (memorization_gap) and, for "
+                                   "n > 1, head agreement. The run's eval.json is not changed; --json writes a copy.",
+                       epilog="examples:\n  mtplab eval runs/x\n  mtplab eval runs/x --limit 50 --json x-eval.json")
     s.add_argument("run")
     s.add_argument("--device", help="auto | cpu | cuda")
-    s.add_argument("--limit", type=int, default=0, help="examples per slice (0: all)")
-    s.add_argument("--json", help="also write the metrics to this JSON file")
+    s.add_argument("--limit", type=int, default=0, help="examples per slice (0: all, as the final eval)")
+    s.add_argument("--json", help="write the metrics to this JSON file (eval.json in the run is not changed)")
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("bench", help="benchmarks that print numbers", formatter_class=_formatter,
@@ -287,9 +322,36 @@ def _add_plugin_commands(sub, bench_sub) -> None:
         ep.load()(sub, bench_sub)
 
 
+# Options whose value is free text that may start with '-' (every polyarith negation prompt does).
+TEXT_OPTIONS = ("--prompt", "--stop")
+
+
+def _join_text_values(argv: list[str]) -> list[str]:
+    """``--prompt -54243=`` -> ``--prompt=-54243=`` (argparse would take ``-54243=`` for an option).
+
+    Only a value with a single leading dash is joined; one with two (``--heads``)
+    stays an option, so a forgotten value is still reported.
+
+    Example:
+        >>> _join_text_values(["decode", "r", "--prompt", "-54243=", "--heads", "2"])
+        ['decode', 'r', '--prompt=-54243=', '--heads', '2']
+    """
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in TEXT_OPTIONS and i + 1 < len(argv) and argv[i + 1].startswith("-") \
+                and not argv[i + 1].startswith("--"):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, dispatch, turn UserError into one line + exit 2."""
     parser = build_parser()
+    argv = _join_text_values(sys.argv[1:] if argv is None else list(argv))
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -42,6 +43,12 @@ SIZES: dict[str, tuple[int, int, int]] = {
 }
 
 HEAD_KINDS = ("parallel", "linear", "causal", "anticausal", "sequential")
+HEAD_INPUTS = ("last", "weighted")  # what the heads read from the trunk (ModelConfig.head_input)
+
+# The largest training budget accepted: far above any run this lab is for (the paper's largest synthetic
+# runs are 2.5e10 tokens), low enough that a typo'd exponent (--tokens 2e30) is refused, not started.
+MAX_TOKENS = 10**13
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes at most a 64-bit value
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,10 @@ class ModelConfig:
     vocab_size: int = 0  # 0 = from the task's tokenizer
     mlp_ratio: int = 4
     rope_base: float = 10000.0
+    # What the heads read from the trunk: "last" = the last trunk layer's output (the paper); "weighted" =
+    # weighted hidden states (Mehra et al. 2025): a learned softmax mix of the embedding output and every
+    # trunk layer's output, one mix per head that reads the trunk (lab.model.MTPModel.head_input).
+    head_input: str = "last"
 
     def resolved(self) -> "ModelConfig":
         """Fill the shape from the size preset and validate everything.
@@ -80,8 +91,9 @@ class ModelConfig:
                 raise UserError(f"unknown size '{self.size}'; choose one of {', '.join(SIZES)} or size=custom with d_model/layers/n_heads")
             pd, pL, ph = SIZES[self.size]
             d, L, h = d or pd, L or pL, h or ph
-        elif not (d and L and h):
-            raise UserError("size=custom needs model.d_model, model.layers and model.n_heads")
+        elif not (d > 0 and L > 0 and h > 0):
+            raise UserError(f"size=custom needs model.d_model, model.layers and model.n_heads all positive "
+                            f"(got {d}, {L}, {h}; 0 means 'from the size preset', and custom has none)")
         if min(d, L, h) < 1:
             raise UserError(f"d_model, layers and n_heads must be positive (got {d}, {L}, {h})")
         if d % h or (d // h) % 2:
@@ -90,10 +102,18 @@ class ModelConfig:
             raise UserError(f"n (number of predicted tokens) must be >= 1, got {self.n}")
         if self.head_kind not in HEAD_KINDS:
             raise UserError(f"unknown head kind '{self.head_kind}'; choose one of {', '.join(HEAD_KINDS)}")
+        if self.head_input not in HEAD_INPUTS:
+            raise UserError(f"unknown model.head_input '{self.head_input}'; choose one of {', '.join(HEAD_INPUTS)}")
         if self.loss_weights and len(self.loss_weights) != self.n:
             raise UserError(f"loss_weights has {len(self.loss_weights)} entries but n={self.n}; give one weight per head")
-        if any(w < 0 for w in self.loss_weights) or (self.loss_weights and not any(self.loss_weights)):
-            raise UserError("loss_weights must be >= 0 and not all zero")
+        if any(not (0 <= w < math.inf) for w in self.loss_weights) or (self.loss_weights and not any(self.loss_weights)):
+            raise UserError(f"loss_weights must be finite, >= 0 and not all zero, got {list(self.loss_weights)}")
+        if self.mlp_ratio < 1:
+            raise UserError(f"model.mlp_ratio must be at least 1 (the MLP is mlp_ratio x d_model wide), got {self.mlp_ratio}")
+        if not (0 < self.rope_base < math.inf):
+            raise UserError(f"model.rope_base must be a positive number (default 10000), got {self.rope_base}")
+        if self.vocab_size < 0:
+            raise UserError(f"model.vocab_size must be >= 0 (0: the tokenizer's), got {self.vocab_size}")
         cfg = dataclasses.replace(self, d_model=d, layers=L, n_heads=h)
         if cfg.trunk_layers < 1:
             raise UserError(
@@ -129,10 +149,10 @@ class TrainConfig:
     steps; the defaults here are scaled to a CPU (see README, "Budgets").
     """
 
-    seed: int = 0  # model init and data order
+    seed: int = 0  # model init and data order (0 .. 2**63-1)
     data_seed: int = 0  # which dataset (train/test examples); fixed across seeds by default
-    tokens: int = 2_000_000  # training budget in tokens
-    steps: int = 0  # if > 0, overrides `tokens`
+    tokens: int = 2_000_000  # training budget in tokens (at most MAX_TOKENS = 1e13)
+    steps: int = 0  # if > 0, overrides `tokens`; 0 = derive the steps from `tokens`
     batch_tokens: int = 8192  # tokens per optimizer step (gradient accumulation reaches it)
     micro_batch: int = 0  # sequences per forward/backward; 0 = whole batch at once
     context: int = 0  # sequence length; 0 = the task's default_context (polyarith 256, induction 512)
@@ -173,20 +193,54 @@ class TrainConfig:
         return max(1, self.tokens // (self.seqs_per_step * self.context))
 
     def validate(self) -> "TrainConfig":
+        """Every field's range, in one place; a one-line UserError naming the field and what it takes.
+
+        Example:
+            >>> TrainConfig(context=256, beta2=1.0).validate()
+            Traceback (most recent call last):
+            ...
+            lab.errors.UserError: train.beta2 must be in [0, 1), got 1.0
+        """
         if self.steps < 0 or (self.steps == 0 and self.tokens <= 0):
-            raise UserError(f"the training budget must be positive (tokens={self.tokens}, steps={self.steps})")
+            raise UserError(f"the training budget must be positive (tokens={self.tokens}, steps={self.steps}; "
+                            f"steps=0 means: from tokens)")
         for name in ("batch_tokens", "context", "log_interval"):
             if getattr(self, name) <= 0:
                 raise UserError(f"train.{name} must be positive, got {getattr(self, name)}")
         if self.batch_tokens < self.context:
             raise UserError(f"train.batch_tokens ({self.batch_tokens}) must be at least train.context ({self.context})")
-        if self.lr <= 0:
-            raise UserError(f"train.lr must be positive, got {self.lr}")
-        if self.micro_batch < 0 or self.eval_interval < 0 or self.eval_examples < 0 or self.heldout_windows < 0:
-            raise UserError("train.micro_batch, eval_interval, eval_examples and heldout_windows must be >= 0")
+        budget = self.steps * self.seqs_per_step * self.context if self.steps > 0 else self.tokens
+        if budget > MAX_TOKENS:
+            raise UserError(f"a training budget of {budget:.3g} tokens (tokens={self.tokens:.3g}, steps={self.steps:.3g}) "
+                            f"is beyond the {MAX_TOKENS:.0e} this lab accepts; check the exponent")
+        if not (0 < self.lr < math.inf):
+            raise UserError(f"train.lr must be a positive number, got {self.lr}")
+        for name in ("beta1", "beta2"):
+            if not (0 <= getattr(self, name) < 1):
+                raise UserError(f"train.{name} must be in [0, 1), got {getattr(self, name)}")
+        if not (0 < self.grad_clip <= math.inf):
+            raise UserError(f"train.grad_clip must be positive (the largest gradient norm; inf: no clipping), got {self.grad_clip}")
+        if not (0 <= self.min_lr_ratio <= 1):
+            raise UserError(f"train.min_lr_ratio must be in [0, 1] (the final lr as a fraction of the peak), got {self.min_lr_ratio}")
+        if not (0 <= self.weight_decay < math.inf):
+            raise UserError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.warmup_steps < -1:
+            raise UserError(f"train.warmup_steps must be >= 0, or -1 for min(2000, steps/10); got {self.warmup_steps}")
+        for name in ("seed", "data_seed"):
+            if not (0 <= getattr(self, name) <= MAX_SEED):
+                raise UserError(f"train.{name} must be in 0 .. 2**63-1, got {getattr(self, name)}")
+        for name in ("micro_batch", "eval_interval", "eval_examples", "heldout_windows", "checkpoint_interval", "threads"):
+            if getattr(self, name) < 0:
+                raise UserError(f"train.{name} must be >= 0 (0: {_ZERO_MEANS[name]}), got {getattr(self, name)}")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise UserError(f"unknown dtype '{self.dtype}'; choose auto, float32 or bfloat16")
         return self
+
+
+_ZERO_MEANS = {
+    "micro_batch": "the whole batch at once", "eval_interval": "5 evals per run", "eval_examples": "all",
+    "heldout_windows": "off", "checkpoint_interval": "at every eval", "threads": "torch's default",
+}
 
 
 @dataclass(frozen=True)
@@ -272,7 +326,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             if not isinstance(value, (str, int, float)):
                 raise ValueError(value)
             return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int("inf")
         tname = getattr(tp, "__name__", str(tp))
         raise UserError(f"{where}: expected {tname}, got {value!r}") from None
     return value

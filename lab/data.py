@@ -190,8 +190,15 @@ def build_dataset(task, data_seed: int, out: Path, *, quiet: bool = False) -> No
          f"in {time.time() - t0:.1f}s -> {out}", quiet)
 
 
-def prepare(task, data_seed: int = 0, *, root: Path | None = None, quiet: bool = False) -> Dataset:
+def prepare(task, data_seed: int = 0, *, root: Path | None = None, quiet: bool = False,
+            rebuild: bool = False) -> Dataset:
     """Load the task's dataset from the cache, building it first if needed.
+
+    The cache entry is keyed by the task's config, the data seed and the
+    source of the task's code (:func:`task_code_hash`), and checked against
+    its ``meta.json`` on load: a damaged entry is a UserError that says to
+    rebuild it. ``rebuild`` builds the entry afresh and swaps it in (the old
+    one stays in place if the build fails).
 
     Example:
         >>> from generators import registry
@@ -203,6 +210,17 @@ def prepare(task, data_seed: int = 0, *, root: Path | None = None, quiet: bool =
     root = Path(root) if root else cache_root()
     root.mkdir(parents=True, exist_ok=True)
     path = root / dataset_key(task.name, task.config, data_seed, task_code_hash(task))
+    if rebuild and path.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=root))
+        os.rename(path, trash / "entry")
+        try:
+            build_dataset(task, data_seed, path, quiet=quiet)
+        except BaseException:
+            if not path.exists():
+                os.rename(trash / "entry", path)
+            raise
+        finally:
+            shutil.rmtree(trash, ignore_errors=True)
     if not (path / "meta.json").exists():
         build_dataset(task, data_seed, path, quiet=quiet)
     try:
@@ -219,8 +237,13 @@ def prepare(task, data_seed: int = 0, *, root: Path | None = None, quiet: bool =
         expected = meta["train_tokens"] * np.dtype(meta["dtype"]).itemsize
         if (path / "train.bin").stat().st_size != expected:
             raise ValueError(f"train.bin has {(path / 'train.bin').stat().st_size} bytes, meta.json says {expected}")
+        if mask is not None and mask.size != meta["train_tokens"]:
+            raise ValueError(f"train_mask.bin has {mask.size} bytes, meta.json says {meta['train_tokens']}")
+        if len(test) != meta["test_examples"]:
+            raise ValueError(f"test.jsonl has {len(test)} records, meta.json says {meta['test_examples']}")
     except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"dataset cache {path} is unreadable ({e}); delete that folder to rebuild it") from None
+        raise UserError(f"dataset cache {path} is damaged ({e}); rebuild it with --rebuild "
+                        f"(mtplab train or generate), or delete that folder") from None
     return Dataset(path=path, enc=enc, train_tokens=tokens, test=test, meta=meta, train_mask=mask, valid=valid)
 
 

@@ -22,7 +22,9 @@ the trunk. With parameter matching the head layers replace trunk layers, so
 the layers kept in memory are as many as for n=1 either way.
 
 Both give gradients equal to ``naive_backward`` (tests/test_loss.py checks it
-for every head kind).
+for every head kind, and with weighted hidden states, where the trunk output h
+is all the trunk's hidden states stacked, (L+1, B, T, d): still one tensor,
+detached and backpropagated as above, each head mixing it in ``head_state``).
 
 Example:
     >>> import torch

@@ -17,6 +17,17 @@ How a head turns h into z_i is the head kind:
     sequential  z_1 = Block_1(h);  z_k = Block_k(W_k [norm(z_{k-1}); norm(emb(x[t+k-1]))])
                 (DeepSeek-V3: module k also sees the TRUE token t+k-1, teacher forcing)
 
+What the heads read from the trunk is ``ModelConfig.head_input``: "last"
+(above: h, the last trunk layer's output) or "weighted" (weighted hidden
+states, Mehra et al. 2025): the trunk then returns all its hidden states
+H = [emb, block_1 out, ..., block_L out] stacked as (L+1, B, T, d), and a
+head that reads the trunk reads its own learned mix sum_l softmax(a)_l H_l
+(B, T, d) instead of h = H_L, reaching information from before the last
+layers specialize for the next token (``MTPModel.head_input``). Parallel and
+linear heads each have a mix; the chained kinds (causal, anticausal,
+sequential) have one, for the one head that reads the trunk (head 1; head n
+for anticausal), the others reading the head before them as above.
+
 The blocks are pre-norm (bias-free LayerNorm), attention is causal through
 ``F.scaled_dot_product_attention`` with rotary position embeddings (RoPE,
 relative, so a packed training window and a decoding prompt at position 0
@@ -48,6 +59,25 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lab.config import ModelConfig
+
+# Weighted hidden states start with this share of the mix on the last trunk layer (the rest spread evenly
+# over the earlier states): close to the "last" model, while the softmax is not so saturated that the
+# other states' logits cannot move within a short run (Adam moves a logit by about lr per step; ~2 logits
+# in a 2000-step run at lr 1e-3 take a state from 0.25% to ~12% at 4 trunk layers).
+WHS_INIT_LAST = 0.99
+
+
+def whs_init_logits(states: int) -> torch.Tensor:
+    """Mixing logits over ``states`` hidden states, softmax = WHS_INIT_LAST on the last one, the rest even.
+
+    Example:
+        >>> [round(w, 4) for w in whs_init_logits(5).softmax(0).tolist()], whs_init_logits(1).tolist()
+        ([0.0025, 0.0025, 0.0025, 0.0025, 0.99], [0.0])
+    """
+    logits = torch.zeros(states)
+    if states > 1:  # e^c / (e^c + (states - 1)) = WHS_INIT_LAST
+        logits[-1] = math.log(WHS_INIT_LAST * (states - 1) / (1 - WHS_INIT_LAST))
+    return logits
 
 
 class Norm(nn.Module):
@@ -237,6 +267,12 @@ class StackedHeads(nn.Module):
     of batch k*B. The weights are copies: build it again after they change
     (``lab.speculative`` checks it against the model's heads when it does).
 
+    With weighted hidden states (``head_input="weighted"``) the input is the
+    trunk's stacked states H (L+1, B, T, d) and ``mix`` the heads' mixing
+    logits (``model.head_mix[:k]``): head i's rows read its own mix of H, all
+    k mixes as one einsum. Without ``mix`` such heads are refused (they would
+    read the wrong input).
+
     Example:
         >>> cfg = ModelConfig(size="custom", d_model=16, layers=3, n_heads=2, n=2, vocab_size=20).resolved()
         >>> model = MTPModel(cfg)
@@ -246,11 +282,19 @@ class StackedHeads(nn.Module):
         (torch.Size([2, 1, 4, 16]), True)
     """
 
-    def __init__(self, cfg: ModelConfig, heads):
+    def __init__(self, cfg: ModelConfig, heads, mix=None):
         super().__init__()
         heads = list(heads)
         self.kind, self.k = cfg.head_kind, len(heads)
         self.n_heads, self.head_dim = cfg.n_heads, cfg.d_model // cfg.n_heads
+        # the heads' mixing weights (softmax of their logits), (k, L+1); None: every head reads h
+        self.register_buffer("mix", None, persistent=False)
+        if cfg.head_input == "weighted":
+            mix = list(mix) if mix is not None else []
+            if len(mix) != self.k:
+                raise ValueError(f"weighted hidden states: StackedHeads needs the {self.k} heads' mixing logits "
+                                 f"(mix=model.head_mix[:{self.k}]), got {len(mix)}")
+            self.mix = torch.stack([a.detach().softmax(0) for a in mix])
         if self.kind == "linear":
             self.linear = StackedLinear(heads)
             return
@@ -273,10 +317,15 @@ class StackedHeads(nn.Module):
         return KVCache(1, self.k * batch, self.n_heads, self.head_dim, max_len, w.device, w.dtype)
 
     def forward(self, h, rope, cache: KVCache | None = None):
-        k, (B, T, d) = self.k, h.shape
+        """h (B, T, d), or the stacked states H (L+1, B, T, d) for weighted hidden states -> (k, B, T, d)."""
+        k, (B, T, d) = self.k, h.shape[-3:]
+        if self.mix is None:
+            x = h.expand(k, B, T, d)  # every head reads h
+        else:
+            x = torch.einsum("kl,lbtd->kbtd", self.mix.to(h.dtype), h)  # head i reads sum_l mix[i, l] H_l
         if self.kind == "linear":
-            return self.linear(h.expand(k, B, T, d))
-        x = h.expand(k, B, T, d).reshape(k * B, T, d)
+            return self.linear(x)
+        x = x.reshape(k * B, T, d)
         x = x + self.attn(self.norm1(x), rope, cache, 0)
         x = x + self.mlp(self.norm2(x))
         return x.view(k, B, T, d)
@@ -302,6 +351,12 @@ class MTPModel(nn.Module):
         else:  # parallel, causal, anticausal: one Block per head
             self.heads = nn.ModuleList(Block(cfg, slot + i) for i in range(cfg.n))
         self.n_blocks = slot + (0 if kind == "linear" else cfg.n)
+        if cfg.head_input == "weighted":
+            # Weighted hidden states: one logit vector over the L+1 hidden states per head that reads the
+            # trunk (every head if parallel or linear, else the one at the start of the chain). 1-D, so
+            # no weight decay (lab.train decays matrices only).
+            readers = cfg.n if kind in ("parallel", "linear") else 1
+            self.head_mix = nn.ParameterList(nn.Parameter(whs_init_logits(cfg.trunk_layers + 1)) for _ in range(readers))
         self.norm_f = Norm(d)
         self.lm_head = nn.Linear(d, cfg.vocab_size, bias=False)  # untied from tok_emb
         self.apply(self._init_weights)
@@ -329,16 +384,39 @@ class MTPModel(nn.Module):
     # ---- forward pieces (lab.loss composes them for training) ----
 
     def trunk_forward(self, idx, cache: KVCache | None = None):
-        """idx (B, T) -> trunk output h (B, T, d)."""
+        """idx (B, T) -> trunk output h (B, T, d).
+
+        With weighted hidden states the trunk output is every hidden state
+        instead, stacked: H (L+1, B, T, d), H[0] the embedding output and
+        H[l] block l's output (H[-1] is the h above). Whatever consumes the
+        trunk output (``head_states``, ``lab.loss``'s detached copy of it)
+        passes it on as one tensor; ``head_input`` makes each head's input.
+        """
         x = self.tok_emb(idx)
+        states = [x] if self.config.head_input == "weighted" else None
         for block in self.trunk:
             x = block(x, self.rope, cache)
-        return x
+            if states is not None:
+                states.append(x)
+        return torch.stack(states) if states is not None else x
+
+    def head_input(self, i: int, h):
+        """What head i (0-based) reads from the trunk output: h itself, or its weighted mix of the states.
+
+        Weighted: sum_l softmax(a_i)_l H_l, (L+1, B, T, d) -> (B, T, d), with
+        a_i = ``head_mix[i]`` for parallel and linear heads, ``head_mix[0]``
+        for the chained kinds (only one of their heads reads the trunk).
+        """
+        if self.config.head_input == "last":
+            return h
+        w = self.head_mix[i if self.heads_independent else 0].softmax(0)  # (L+1,) mixing weights, sum 1
+        # elementwise, not a matmul: autocast leaves it in h's dtype (fp32 residual stream, as for "last")
+        return (w.to(h.dtype)[:, None, None, None] * h).sum(0)
 
     def head_state(self, i: int, h, cache: KVCache | None = None):
         """z_i from the trunk output h, for independent head kinds only."""
-        head = self.heads[i]
-        return head(h) if self.config.head_kind == "linear" else head(h, self.rope, cache)
+        head, x = self.heads[i], self.head_input(i, h)
+        return head(x) if self.config.head_kind == "linear" else head(x, self.rope, cache)
 
     def head_states(self, h, tokens=None, upto: int | None = None, cache: KVCache | None = None):
         """The hidden states z_1..z_upto (each (B, T, d)) from the trunk output h.
@@ -352,20 +430,20 @@ class MTPModel(nn.Module):
         if self.heads_independent:
             return [self.head_state(i, h, cache) for i in range(upto)]
         if kind == "causal":
-            zs, z = [], h
+            zs, z = [], self.head_input(0, h)
             for i in range(upto):
                 z = self.heads[i](z, self.rope, cache)
                 zs.append(z)
             return zs
         if kind == "anticausal":  # head n reads h; head i reads head i+1; head 1 needs them all
-            zs, z = [None] * n, h
+            zs, z = [None] * n, self.head_input(n - 1, h)
             for i in reversed(range(n)):
                 z = self.heads[i](z, self.rope, cache)
                 zs[i] = z
             return zs[:upto]
         # sequential
-        T = h.shape[1]
-        zs = [self.heads[0](h, self.rope, cache)]
+        T = h.shape[-2]  # h is (B, T, d) or, weighted, (L+1, B, T, d)
+        zs = [self.heads[0](self.head_input(0, h), self.rope, cache)]
         for k in range(1, upto):  # module index k predicts x[t+k+1] from z_k and emb(x[t+k])
             emb = self.tok_emb(tokens[:, k:T + k])
             zs.append(self.heads[k](zs[-1], emb, self.rope, cache))

@@ -31,7 +31,9 @@ Which head kinds can draft (all of them):
   trunk output, so the fast path runs the k heads as one batched block
   (``lab.model.StackedHeads``: stacked weights, ``torch.bmm``), checked
   against the heads' own outputs when it is built: if they differ, decoding
-  raises (``fused=False`` runs the heads one by one).
+  raises (``fused=False`` runs the heads one by one). With weighted hidden
+  states (``model.head_input=weighted``) it stacks the heads' mixes too: each
+  head's rows read its own mix of the trunk's hidden states.
 * ``sequential`` (DeepSeek-V3 MTP modules): module k at position t reads the
   TRUE token x[t+k-1], which at decoding time is not known yet. We use the
   drafted tokens instead (as DeepSeek-V3 does): module 2 reads head 1's
@@ -194,12 +196,13 @@ def stacked_heads(model, k: int) -> StackedHeads:
         >>> stacked_heads(m, 2) is stacked_heads(m, 2), stacked_heads(m, 2).k
         (True, 2)
     """
-    params = [p for head in model.heads[:k] for p in head.parameters()]
+    mix = list(model.head_mix[:k]) if model.config.head_input == "weighted" else None  # weighted hidden states
+    params = [p for head in model.heads[:k] for p in head.parameters()] + (mix or [])
     key = (k, tuple((id(p), p.data_ptr(), p._version) for p in params))
     cached = _STACKED.get(model)
     if cached is not None and cached[0] == key:
         return cached[1]
-    stacked = StackedHeads(model.config, model.heads[:k])
+    stacked = StackedHeads(model.config, model.heads[:k], mix=mix)
     check_stacked(model, stacked)
     _STACKED[model] = (key, stacked)
     return stacked
@@ -224,16 +227,17 @@ def check_stacked(model, stacked: StackedHeads) -> None:
         ...
         RuntimeError: the fused heads (lab.model.StackedHeads) do not compute this model's parallel heads: ...
     """
-    k, d = stacked.k, model.config.d_model
-    h = torch.randn(2, 6, d, generator=torch.Generator().manual_seed(0)).to(model.lm_head.weight)
+    k, cfg = stacked.k, model.config
+    states = (cfg.trunk_layers + 1,) if cfg.head_input == "weighted" else ()  # the trunk output's shape
+    h = torch.randn(*states, 2, 6, cfg.d_model, generator=torch.Generator().manual_seed(0)).to(model.lm_head.weight)
     cache, stacked_cache = model.new_cache(2, 6), stacked.new_cache(2, 6)
     tol = max(1e-4, 10 * torch.finfo(h.dtype).eps)
     for start, end in ((0, 3), (3, 5), (5, 6)):
         cache.seek(start)
         if stacked_cache is not None:
             stacked_cache.seek(start)
-        ref = torch.stack(model.head_states(h[:, start:end], None, upto=k, cache=cache))
-        got = stacked(h[:, start:end], model.rope, stacked_cache)
+        ref = torch.stack(model.head_states(h[..., start:end, :], None, upto=k, cache=cache))
+        got = stacked(h[..., start:end, :], model.rope, stacked_cache)
         if got.shape != ref.shape or not torch.allclose(got, ref, atol=tol, rtol=tol):
             diff = f"shape {tuple(got.shape)} instead of {tuple(ref.shape)}" if got.shape != ref.shape else \
                 f"largest difference {float((got - ref).abs().max()):.3g}"
@@ -301,7 +305,7 @@ class _SequentialEngine(_Engine):
         m = self.model
         self.cache.seek(self.length)
         h = m.trunk_forward(block, self.cache)
-        self.block, self.z1 = block, m.heads[0](h, m.rope, self.cache)
+        self.block, self.z1 = block, m.heads[0](m.head_input(0, h), m.rope, self.cache)
         return m.logits(self.z1).argmax(-1)
 
     def accept(self, n, nxt):

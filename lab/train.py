@@ -36,6 +36,7 @@ import functools
 import json
 import math
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -117,10 +118,10 @@ def model_config_for(config: RunConfig, n_vocab: int):
     return dataclasses.replace(config.model, vocab_size=vocab)
 
 
-def setup(config: RunConfig, device: torch.device, *, quiet: bool = False):
-    """Task, dataset and (freshly initialised) model for a config, on ``device``."""
+def setup(config: RunConfig, device: torch.device, *, quiet: bool = False, rebuild: bool = False):
+    """Task, dataset and (freshly initialised) model for a config, on ``device`` (``rebuild``: the dataset afresh)."""
     task = registry.get(config.task_name)(config.task)
-    data = prepare(task, config.train.data_seed, quiet=quiet)
+    data = prepare(task, config.train.data_seed, quiet=quiet, rebuild=rebuild)
     torch.manual_seed(config.train.seed)
     model = MTPModel(model_config_for(config, data.enc.n_vocab)).to(device)
     return task, data, model
@@ -146,6 +147,118 @@ def load_run(run_dir: Path, device: torch.device | None = None, *, quiet: bool =
     return config, task, data, model, state
 
 
+class PlainProgress:
+    """The progress bar's stand-in when stderr is not a terminal: a plain line every ``every`` seconds.
+
+    It takes the calls the loop makes on a tqdm bar (``update``,
+    ``set_postfix``, ``write``, ``close``) and prints
+    ``train: step 120/400 (30%) loss=2.31 acc1=0.41 tok_s=15230``
+    at the first step, then at most every ``every`` seconds, and at the end.
+
+    Example:
+        >>> bar = PlainProgress(total=4, initial=0, every=3600, file=sys.stdout)
+        >>> for _ in range(4):
+        ...     bar.update(1)
+        train: step 1/4 (25%)
+        >>> bar.set_postfix(loss="1.250")
+        >>> bar.close()
+        train: step 4/4 (100%) loss=1.250
+    """
+
+    def __init__(self, total: int, initial: int = 0, every: float = 30.0, file=None):
+        self.total, self.n, self.every, self.file = total, initial, every, file
+        self.postfix: dict = {}
+        self._printed_n, self._printed_at = None, None
+
+    def _say(self) -> None:
+        extra = "".join(f" {k}={v}" for k, v in self.postfix.items())
+        print(f"train: step {self.n}/{self.total} ({100 * self.n / max(self.total, 1):.0f}%){extra}",
+              file=self.file or sys.stderr, flush=True)
+        self._printed_n, self._printed_at = self.n, time.monotonic()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self._printed_at is None or time.monotonic() - self._printed_at >= self.every:
+            self._say()
+
+    def set_postfix(self, **kwargs) -> None:
+        self.postfix = kwargs
+
+    def write(self, msg: str) -> None:
+        print(msg, flush=True)
+
+    def close(self) -> None:
+        if self._printed_n != self.n:
+            self._say()
+
+
+class TrainingDiverged(UserError):
+    """The loss or the gradient norm became NaN or infinite: the run stops, its last good checkpoint kept.
+
+    A UserError (one line, exit status 2; a sweep records the cell as failed
+    with this reason and does not retry it: the same config diverges again).
+    """
+
+
+def run_windows(config: RunConfig, data) -> Windows:
+    """The training windows of a run (its batch order and held-out windows): a function of config and data."""
+    tc = config.train
+    return Windows(data.train_tokens, tc.context, config.model.n, tc.seed, data.train_mask, heldout=tc.heldout_windows)
+
+
+def memorization(model, windows: Windows, device, autocast) -> dict:
+    """Next-token loss on held-out training-stream windows vs on the first windows trained on.
+
+    In a single pass the gap stays near 0 (every batch is new data when the
+    model sees it); a model that memorizes its training split opens it up.
+    ``memorization_gap_se`` is its standard error with windows as the
+    sampling unit: the two window sets differ by chance, too.
+    """
+    if not windows.heldout:
+        return {}
+    model.eval()
+    out, per_window = {}, {}
+    for name, (tokens, mask) in (("heldout", windows.heldout_batch()), ("seen", windows.seen_batch())):
+        sums, counts = [], []
+        for i in range(0, len(tokens), 8):
+            window = torch.from_numpy(tokens[i:i + 8]).to(device)
+            m = torch.from_numpy(mask[i:i + 8]).to(device) if mask is not None else None
+            s, c = next_token_nll(model, window, m, autocast=autocast)
+            sums += s
+            counts += c
+        out[f"loss/{name}"] = sum(sums) / max(sum(counts), 1)
+        per_window[name] = [s / c for s, c in zip(sums, counts) if c]
+    out["memorization_gap"] = out["loss/heldout"] - out["loss/seen"]
+    if all(len(v) > 1 for v in per_window.values()):
+        out["memorization_gap_se"] = math.sqrt(sum(statistics.variance(v) / len(v) for v in per_window.values()))
+    return out
+
+
+def evaluate_run(config: RunConfig, task, data, model, device, *, limit: int | None = None,
+                 windows: Windows | None = None, agreement=None) -> dict:
+    """The evaluation of a run: every eval during training and ``mtplab eval`` run exactly this.
+
+    The task's metrics on test, and on validation as ``valid/<name>`` (tasks
+    with a validation split); for n > 1 the heads' agreement (an estimate of
+    self-speculative acceptance, :mod:`lab.speculative`); and the
+    memorization check (:func:`memorization`). ``limit`` caps the examples
+    per slice (None: all, as the final eval). ``windows`` and ``agreement``
+    are derived from the config and data when not given.
+    """
+    metrics = task.evaluate(model, data.test, data.enc, device, limit=limit)
+    if data.valid:
+        valid = task.evaluate(model, data.valid, data.enc, device, limit=limit)
+        metrics.update({f"valid/{k}": v for k, v in valid.items()})
+    if config.model.n > 1:
+        if agreement is None:
+            agreement = agreement_windows(task, data.test, data.enc, config.train.context)
+        metrics.update(head_agreement(model, agreement, device))
+    if windows is None:
+        windows = run_windows(config, data)
+    metrics.update(memorization(model, windows, device, autocast_for(device, config.train.dtype)))
+    return metrics
+
+
 def _is_better(value, best, direction: str) -> bool:
     if best is None:
         return True
@@ -155,17 +268,16 @@ def _is_better(value, best, direction: str) -> bool:
 class _Run:
     """State of one run in progress (kept small: everything else is derived)."""
 
-    def __init__(self, config: RunConfig, run_dir: Path, resume: bool, quiet: bool):
+    def __init__(self, config: RunConfig, run_dir: Path, resume: bool, quiet: bool, rebuild: bool = False):
         self.config, self.run_dir, self.quiet = config, run_dir, quiet
         self.device = select_device(config.train.device)
         if config.train.threads > 0:
             torch.set_num_threads(config.train.threads)
-        self.task, self.data, self.model = setup(config, self.device, quiet=quiet)
+        self.task, self.data, self.model = setup(config, self.device, quiet=quiet, rebuild=rebuild)
         self.counts = self.model.param_counts()
         tc = config.train
         self.total = tc.total_steps()
-        self.windows = Windows(self.data.train_tokens, tc.context, config.model.n, tc.seed, self.data.train_mask,
-                               heldout=tc.heldout_windows)
+        self.windows = run_windows(config, self.data)
         self.optimizer = build_optimizer(self.model, tc, self.device)
         self.autocast = autocast_for(self.device, tc.dtype)
         if tc.compile:
@@ -180,6 +292,10 @@ class _Run:
         self.selection = f"valid/{self.task.objective}" if self.data.valid else self.task.objective
         self.on_eval = None  # callback(step, objective value) after each eval: sweeps report it to Optuna
         self.finished = False
+        # First step whose loss or gradient norm was not finite (0: none), kept on the device so that
+        # steps that do not log need no host sync; checked before anything is logged, evaluated or saved.
+        self._bad_step = torch.zeros((), dtype=torch.long, device=self.device)
+        self._saved_step = 0
         if resume:
             self._restore()
 
@@ -202,11 +318,13 @@ class _Run:
         self.history, self.best, self.finished = state["history"], state["best"], state.get("finished", False)
         self.best_by_test = state.get("best_by_test", self.best)
         ckpt.set_rng_state(state["rng"])
-        # Drop log lines written after the checkpoint: they will be written again, identically.
+        self._saved_step = self.step
+        # Drop log lines written after the checkpoint (and a line torn by the crash): they will be
+        # written again, identically.
         log = self.run_dir / "metrics.jsonl"
         if log.exists():
-            keep = [ln for ln in log.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= self.step]
-            ckpt._atomic_replace(log, lambda p: p.write_text("".join(ln + "\n" for ln in keep)))
+            keep = [ln for ln in log.read_text().splitlines() if _step_of(ln) is not None and _step_of(ln) <= self.step]
+            ckpt.atomic_replace(log, lambda p: p.write_text("".join(ln + "\n" for ln in keep)))
 
     # ---- evaluation ----
     def evaluate(self, final: bool) -> dict:
@@ -218,16 +336,11 @@ class _Run:
         """
         limit = None if final else (self.config.train.eval_examples or None)
         t0 = time.time()
-        metrics = self.task.evaluate(self.model, self.data.test, self.data.enc, self.device, limit=limit)
-        if self.data.valid:
-            valid = self.task.evaluate(self.model, self.data.valid, self.data.enc, self.device, limit=limit)
-            metrics.update({f"valid/{k}": v for k, v in valid.items()})
-        if self.config.model.n > 1:  # a cheap estimate of self-speculative acceptance (lab.speculative)
-            if self._agreement_windows is None:
-                self._agreement_windows = agreement_windows(self.task, self.data.test, self.data.enc,
-                                                            self.config.train.context)
-            metrics.update(head_agreement(self.model, self._agreement_windows, self.device))
-        metrics.update(self.memorization())
+        if self.config.model.n > 1 and self._agreement_windows is None:  # tokenized once per run
+            self._agreement_windows = agreement_windows(self.task, self.data.test, self.data.enc,
+                                                        self.config.train.context)
+        metrics = evaluate_run(self.config, self.task, self.data, self.model, self.device, limit=limit,
+                               windows=self.windows, agreement=self._agreement_windows)
         self.model.train()
         entry = {"step": self.step, "tokens": self.tokens_seen, "epoch": round(self.windows.epochs(self.position), 4),
                  "metrics": metrics, "eval_seconds": round(time.time() - t0, 2), "final": final}
@@ -252,31 +365,8 @@ class _Run:
         return metrics
 
     def memorization(self) -> dict:
-        """Next-token loss on held-out training-stream windows vs on the first windows trained on.
-
-        In a single pass the gap stays near 0 (every batch is new data when the
-        model sees it); a model that memorizes its training split opens it up.
-        ``memorization_gap_se`` is its standard error with windows as the
-        sampling unit: the two window sets differ by chance, too.
-        """
-        if not self.windows.heldout:
-            return {}
-        self.model.eval()
-        out, per_window = {}, {}
-        for name, (tokens, mask) in (("heldout", self.windows.heldout_batch()), ("seen", self.windows.seen_batch())):
-            sums, counts = [], []
-            for i in range(0, len(tokens), 8):
-                window = torch.from_numpy(tokens[i:i + 8]).to(self.device)
-                m = torch.from_numpy(mask[i:i + 8]).to(self.device) if mask is not None else None
-                s, c = next_token_nll(self.model, window, m, autocast=self.autocast)
-                sums += s
-                counts += c
-            out[f"loss/{name}"] = sum(sums) / max(sum(counts), 1)
-            per_window[name] = [s / c for s, c in zip(sums, counts) if c]
-        out["memorization_gap"] = out["loss/heldout"] - out["loss/seen"]
-        if all(len(v) > 1 for v in per_window.values()):
-            out["memorization_gap_se"] = math.sqrt(sum(statistics.variance(v) / len(v) for v in per_window.values()))
-        return out
+        """The memorization check of this run (:func:`memorization`)."""
+        return memorization(self.model, self.windows, self.device, self.autocast)
 
     @property
     def tokens_seen(self) -> int:
@@ -302,13 +392,25 @@ class _Run:
             for key in per_head:
                 per_head[key].append(torch.stack(stats[key]) * (size / seqs))
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+        finite = torch.isfinite(grad_norm) & torch.isfinite(torch.stack(per_head["loss"]).sum())
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        self._bad_step = torch.where((self._bad_step == 0) & ~finite, self.step, self._bad_step)
         if not log:  # no host sync on steps that do not log
             return {}
         loss, acc = (torch.stack(per_head[k]).sum(0).tolist() for k in ("loss", "acc"))
         return {"lr": lr, "loss": loss, "acc": acc, "grad_norm": float(grad_norm)}
+
+    def check_finite(self) -> None:
+        """Stop with one line if a step since the start had a non-finite loss or gradient norm (a host sync)."""
+        bad = int(self._bad_step)
+        if bad:
+            kept = f"the checkpoint of step {self._saved_step} is kept" if self._saved_step else "no checkpoint was written"
+            raise TrainingDiverged(
+                f"training diverged at step {bad}: the loss or the gradient norm is not finite (nan/inf); nothing "
+                f"from that step on was logged or saved ({kept}). Lower train.lr or train.grad_clip, check the "
+                f"config (e.g. model.rope_base), and train again")
 
     def log_line(self, out: dict, tokens_per_s: float) -> dict:
         weights = self.config.model.weights
@@ -325,15 +427,28 @@ class _Run:
         tc = self.config.train
         bar = None
         if tc.progress and not self.quiet:
-            from tqdm import tqdm
+            if sys.stderr.isatty():
+                from tqdm import tqdm
 
-            bar = tqdm(total=self.total, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+                bar = tqdm(total=self.total, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+            else:  # a log file or a pipe: a line now and then, not thousands of carriage-return updates
+                bar = PlainProgress(total=self.total, initial=self.step)
+        try:
+            self._loop(bar)
+        finally:
+            if bar:
+                bar.close()
+
+    def _loop(self, bar) -> None:
+        tc = self.config.train
         self.model.train()
         t_last, tok_last = time.time(), self.tokens_seen
         while self.step < self.total:
             logs = (self.step + 1) % tc.log_interval == 0 or self.step + 1 == self.total
             out = self.train_step(log=logs)
             last = self.step == self.total
+            if logs or last or self.step % self.eval_every == 0 or self.step % self.ckpt_every == 0:
+                self.check_finite()  # before a NaN reaches the log, eval.json or a checkpoint
             if logs:
                 now = time.time()
                 row = self.log_line(out, (self.tokens_seen - tok_last) / max(now - t_last, 1e-9))
@@ -353,31 +468,47 @@ class _Run:
                 t_last, tok_last = time.time(), self.tokens_seen  # eval time and the tokens before it are not a rate
             if self.step % self.ckpt_every == 0 or last or evaluated:
                 ckpt.save_checkpoint(self.run_dir, self._state())
-        if bar:
-            bar.close()
+                self._saved_step = self.step
+
+
+def _step_of(line: str) -> int | None:
+    """The step of a metrics.jsonl line, or None for a line torn by a crash."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def run(config: RunConfig, run_dir: str | Path, *, resume: bool = False, quiet: bool = False,
-        on_eval=None) -> dict:
+        on_eval=None, rebuild: bool = False) -> dict:
     """Train (or resume) one run into ``run_dir``; returns the run's summary.
 
     Without ``resume``, ``run_dir`` must not hold a run already (UserError).
     With ``resume``, the config stored in ``run_dir`` is used and the run
     continues from its checkpoint (a finished run is only summarised).
     ``on_eval(step, metrics)`` is called after every eval (sweeps report the
-    objective to Optuna as an intermediate value).
+    objective to Optuna as an intermediate value). ``rebuild`` builds the
+    dataset cache entry afresh (:func:`lab.data.prepare`).
+
+    A run whose loss or gradient norm turns NaN/inf stops with
+    :class:`TrainingDiverged` (a UserError naming the step); its last
+    checkpoint, written before, is kept.
     """
     run_dir = Path(run_dir)
     if resume:
         config = ckpt.read_config(run_dir)
-        if not (run_dir / ckpt.CHECKPOINT).exists() and not (run_dir / "metrics.jsonl").exists():
-            resume = False  # killed before its first checkpoint: start again, same config
+        if not (run_dir / ckpt.CHECKPOINT).exists():
+            # Killed before its first checkpoint: start again from step 0 with the same config, and
+            # the log and evals afresh (the steps they hold are trained again).
+            resume = False
+            for name in ("metrics.jsonl", "eval.json"):
+                (run_dir / name).unlink(missing_ok=True)
     elif (run_dir / "config.json").exists() or (run_dir / ckpt.CHECKPOINT).exists():
         raise UserError(f"{run_dir} already holds a run; use --resume to continue it or choose another --out")
     elif run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--out {run_dir} exists and is not a folder")
     t0 = time.time()
-    r = _Run(config, run_dir, resume=resume and (run_dir / ckpt.CHECKPOINT).exists(), quiet=quiet)
+    r = _Run(config, run_dir, resume=resume, quiet=quiet, rebuild=rebuild)
     r.on_eval = on_eval
     if not quiet:
         c = r.counts

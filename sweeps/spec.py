@@ -287,6 +287,8 @@ def load_spec(path: str | Path, *, study: str | None = None) -> SweepSpec:
     import yaml
 
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{path} is a folder; give a sweep spec file (YAML), e.g. sweeps/quickstart.yaml")
     if not p.is_file():
         shipped = Path(__file__).resolve().parent / f"{p.name}{'' if p.suffix else '.yaml'}"
         if p.parent == Path(".") and shipped.is_file():

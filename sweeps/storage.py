@@ -10,6 +10,13 @@ Three kinds of storage, all standard Optuna, so ``optuna-dashboard`` opens them:
   a worker killed with ``kill -9`` in the middle of a write never leaves a
   stale lock behind (the symlink lock would stall everyone for its 30 s grace
   period, and then break the lock by force).
+  **A damaged journal** is found before anything is written to it
+  (:func:`check_journal`): a torn last record (a writer killed mid-write, a
+  full disk) is moved aside to ``journal.log.torn-<time>`` with a message, and
+  the study goes on (Optuna never read that record); a bad record anywhere
+  else is refused with one line, the file left byte for byte as it was. Every
+  append checks the file's last record first, under the journal lock, so a
+  worker never writes after a record a dead worker tore.
 * **PostgreSQL** (``postgresql://user:pass@host/db``): Optuna's ``RDBStorage``
   with heartbeats (``heartbeat_interval``/``grace_period``) and a retry
   callback, for many hosts.
@@ -47,7 +54,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -129,6 +139,144 @@ class FlockLock:
             os.close(fd)
 
 
+def _is_record(line: bytes) -> bool:
+    """A journal line Optuna can replay: newline-terminated JSON object with an op code."""
+    if not line.endswith(b"\n"):
+        return False
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and "op_code" in obj
+
+
+def _last_line_start(f, size: int) -> int:
+    """Offset where the file's last line starts (the file's final newline belongs to that line)."""
+    end = size - 1  # a newline at the very end terminates the last line; look before it
+    block = 1 << 16
+    while end > 0:
+        lo = max(0, end - block)
+        f.seek(lo)
+        chunk = f.read(end - lo)
+        i = chunk.rfind(b"\n")
+        if i >= 0:
+            return lo + i + 1
+        end = lo
+    return 0
+
+
+def torn_tail(path: Path) -> int | None:
+    """Offset of a torn last record of a journal file (cheap: reads the last line only), or None.
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "journal.log"
+        >>> _ = p.write_bytes(b'{"op_code": 0}\\n{"op_code": 5, "tri')
+        >>> torn_tail(p)
+        15
+    """
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                return None
+            start = _last_line_start(f, size)
+            f.seek(start)
+            return None if _is_record(f.read()) else start
+    except FileNotFoundError:
+        return None
+
+
+def _set_aside(path: Path, offset: int) -> Path:
+    """Move bytes ``offset:`` of the journal into a backup file and cut them off (hold the journal lock)."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        torn = f.read()
+    backup = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    with open(backup, "wb") as f:
+        f.write(torn)
+        f.flush()
+        os.fsync(f.fileno())
+    os.truncate(path, offset)
+    print(f"sweep: {path} ended with a torn record ({len(torn)} bytes: a write cut short by a crash or a "
+          f"full disk); set it aside in {backup.name} and continuing", file=sys.stderr, flush=True)
+    return backup
+
+
+def check_journal(path: str | Path, *, repair: bool) -> None:
+    """Refuse a damaged journal file before anything is written to it; set a torn last record aside.
+
+    Every line must be a newline-terminated JSON record. A bad *last* line is
+    what a crash mid-write leaves (Optuna never read it): with ``repair`` it
+    is moved to ``<journal>.torn-<time>`` (under the journal lock) and a line
+    on stderr says so; without ``repair`` (read-only commands) it is left for
+    the next writer. A bad line anywhere else is a UserError naming it; the
+    file is not touched.
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "journal.log"
+        >>> _ = p.write_bytes(b'{"op_code": 0}\\ngarbage\\n{"op_code": 1}\\n')
+        >>> check_journal(p, repair=True)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        lab.errors.UserError: journal ... line 2 of 3 is not a journal record ...
+    """
+    path = Path(path)
+    if not path.is_file():
+        return
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read storage {path}: {e}") from None
+    lines = data.splitlines(keepends=True)
+    bad = [i for i, line in enumerate(lines) if not _is_record(line)]
+    if not bad:
+        return
+    if bad != [len(lines) - 1]:
+        first = bad[0]
+        shown = lines[first][:60].decode("utf-8", "replace").rstrip("\n")
+        raise UserError(
+            f"journal {path}: line {first + 1} of {len(lines)} is not a journal record ({shown!r}); the study "
+            f"cannot be read past it and nothing was written. Restore the file from a backup, or cut it at "
+            f"line {first} (head -n {first}) to keep the records before it")
+    if not repair:
+        return  # Optuna skips a torn last line when reading; the next writer sets it aside
+    lock = FlockLock(str(path))  # the lock Optuna's backend takes for every append (see open_storage)
+    lock.acquire()
+    try:
+        offset = torn_tail(path)  # again under the lock: another writer may have repaired it meanwhile
+        if offset is not None:
+            _set_aside(path, offset)
+    finally:
+        lock.release()
+
+
+def _journal_backend_class():
+    """Optuna's JournalFileBackend whose appends first set aside a torn last record (under the lock)."""
+    import optuna
+
+    base = optuna.storages.journal.JournalFileBackend
+
+    class _Backend(base):
+        def append_logs(self, logs) -> None:
+            text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
+            self._lock.acquire()
+            try:
+                path = Path(self._file_path)
+                offset = torn_tail(path)
+                if offset is not None:
+                    _set_aside(path, offset)
+                with open(path, "ab") as f:
+                    f.write(text.encode("utf-8"))
+                    f.flush()
+                    os.fsync(f.fileno())
+            finally:
+                self._lock.release()
+
+    return _Backend
+
+
 def _journal_lock_class():
     try:
         from optuna.storages.journal import BaseJournalFileLock
@@ -162,10 +310,11 @@ def storage_exists(url: str) -> bool:
     return True
 
 
-def open_storage(url: str, spec=None):
+def open_storage(url: str, spec=None, *, repair: bool = False):
     """An Optuna storage for ``url``, or a one-line UserError if it cannot be reached.
 
-    Journal files get the flock lock; RDB storages get heartbeats
+    Journal files get the flock lock and are checked first (:func:`check_journal`;
+    ``repair``: set a torn last record aside now, as writers do); RDB storages get heartbeats
     (``spec.heartbeat_seconds`` / ``spec.grace_seconds``) and Optuna's retry
     callback, which re-queues a heartbeat-stale trial with the same params and
     user attributes (so with the same cell, and the same run folder).
@@ -183,9 +332,10 @@ def open_storage(url: str, spec=None):
         path = Path(url)
         if path.is_dir():
             raise UserError(f"storage {url} is a folder; give a journal file path (e.g. {path / JOURNAL_NAME})")
+        check_journal(path, repair=repair)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            backend = optuna.storages.journal.JournalFileBackend(str(path), lock_obj=_journal_lock_class()(str(path)))
+            backend = _journal_backend_class()(str(path), lock_obj=_journal_lock_class()(str(path)))
             return optuna.storages.JournalStorage(backend)
         except (OSError, ValueError) as e:
             raise UserError(f"cannot open storage {url}: {e}") from None
@@ -270,4 +420,5 @@ def sweep_lock(url: str, name: str):
             conn.close()  # the session ends: the server drops any lock it still holds
 
 
-__all__ = ["resolve_storage", "open_storage", "sweep_lock", "storage_exists", "kind_of", "redact", "FlockLock"]
+__all__ = ["resolve_storage", "open_storage", "sweep_lock", "storage_exists", "kind_of", "redact", "FlockLock",
+           "check_journal", "torn_tail"]

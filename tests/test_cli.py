@@ -44,6 +44,10 @@ def test_generate_stats_prints_both_splits(capsys):
     (["generate", "nosuchtask"], "unknown task 'nosuchtask'"),
     (["bench", "train", "--size", "7M"], "unknown size '7M'"),
     (["nosuchcommand"], "invalid choice"),
+    (["generate", "polyarith", "--limit", "-1"], "--limit must be >= 0"),
+    (["generate", "polyarith", "--seed", "-1"], "--seed must be in 0 .. 2**63-1"),
+    (["generate", "polyarith", "--out", "/proc/mtplab-test.jsonl"], "cannot write in /proc"),
+    (["bench", "train", "--size", "1M", "--json", "/proc/mtplab-bench.json"], "cannot write in /proc"),
 ])
 def test_bad_input_one_line_exit_2(capsys, argv, needle):
     assert main(argv) == 2
@@ -57,3 +61,27 @@ def test_every_subcommand_help_has_an_example():
     assert {"tasks", "generate", "train", "eval", "bench"} <= set(subs)
     for name, sub in subs.items():
         assert "example" in (sub.epilog or ""), name
+
+
+def test_generate_output_paths_are_checked_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MTPLAB_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file").write_text("x")
+    for out, needle in ((tmp_path / "dir", "is a folder; give a file path"),
+                        (tmp_path / "file" / "sub.jsonl", "file is a file, not a folder")):
+        assert main(["generate", "polyarith", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "file"]  # no dataset built, no .tmp left
+    assert not list((tmp_path / "dir").iterdir()) and (tmp_path / "file").read_text() == "x"
+
+
+def test_a_prompt_starting_with_a_minus_is_a_prompt(capsys):
+    """Every polyarith negation prompt starts with '-': `--prompt -54243=` must not read as an option."""
+    from lab.cli import _join_text_values
+
+    argv = ["decode", "runs/x", "--prompt", "-54243=", "--prompt", "(1+2)=", "--heads", "2"]
+    args = build_parser().parse_args(_join_text_values(argv))
+    assert args.prompt == ["-54243=", "(1+2)="] and args.heads == 2
+    assert main(["decode", "/nonexistent/run", "--prompt", "-54243="]) == 2
+    assert "is not a run folder" in capsys.readouterr().err  # parsed; failed only on the missing run

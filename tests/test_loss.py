@@ -1,10 +1,13 @@
 """The memory-efficient backward gives the naive summed loss's gradients, for every head kind."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from lab.config import HEAD_KINDS, ModelConfig
+from lab.errors import UserError
 from lab.loss import naive_backward, sequential_backward
 from lab.model import MTPModel
 
@@ -15,11 +18,16 @@ def _grads(model, fn, window, scale=1.0, mask=None):
     return {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}, stats
 
 
-def _model(kind, n, weights=(), on_top=False):
+def _model(kind, n, weights=(), on_top=False, head_input="last"):
     torch.manual_seed(0)
     cfg = ModelConfig(size="custom", d_model=32, layers=5, n_heads=4, n=n, head_kind=kind, vocab_size=61,
-                      loss_weights=weights, heads_on_top=on_top).resolved()
-    return MTPModel(cfg).double()
+                      loss_weights=weights, heads_on_top=on_top, head_input=head_input).resolved()
+    model = MTPModel(cfg).double()
+    if head_input == "weighted":  # mixes away from their init, so that every hidden state matters
+        with torch.no_grad():
+            for a in model.head_mix:
+                a.copy_(torch.randn(a.shape))
+    return model
 
 
 @pytest.mark.parametrize("kind", HEAD_KINDS)
@@ -96,3 +104,50 @@ def test_sequential_heads_read_the_true_next_tokens():
     assert torch.equal(z1[0], z2[0])
     assert not torch.allclose(z1[2][0, 3], z2[2][0, 3])
     assert torch.allclose(z1[2][0, :2], z2[2][0, :2])  # positions before see other tokens only
+
+
+# ---------------------------------------------------------------- weighted hidden states (head_input=weighted)
+
+@pytest.mark.parametrize("kind", HEAD_KINDS)
+def test_weighted_hidden_states_sequential_backward_equals_naive(kind):
+    """WHS heads: the memory-efficient backward still gives the naive summed loss's gradients, mixes included."""
+    model = _model(kind, 3, (1.0, 0.5, 2.0), head_input="weighted")
+    assert len(model.head_mix) == (3 if kind in ("parallel", "linear") else 1)  # one mix per head reading the trunk
+    window = torch.randint(0, 61, (2, 8 + 3))
+    g_seq, s_seq = _grads(model, sequential_backward, window, scale=0.5)
+    g_naive, s_naive = _grads(model, naive_backward, window, scale=0.5)
+    assert set(g_seq) == set(g_naive) == {k for k, _ in model.named_parameters()}
+    assert all(g_seq[f"head_mix.{i}"].abs().min() > 0 for i in range(len(model.head_mix)))  # every state is read
+    for k in g_seq:
+        torch.testing.assert_close(g_seq[k], g_naive[k], rtol=1e-10, atol=1e-12, msg=k)
+    for a, b in zip(s_seq["loss"], s_naive["loss"]):
+        assert abs(float(a) - float(b)) < 1e-12
+
+
+@pytest.mark.parametrize("kind", ["parallel", "sequential"])
+def test_weighted_hidden_states_read_the_chosen_states(kind):
+    """A one-hot mix on the last state is the "last" model exactly; on state 0 the heads read the embedding."""
+    last, whs = _model(kind, 2), _model(kind, 2, head_input="weighted")
+    assert not set(whs.load_state_dict(last.state_dict(), strict=False).missing_keys) - {"head_mix.0", "head_mix.1"}
+    x = torch.randint(0, 61, (2, 7))
+    states = whs.trunk_forward(x)
+    assert states.shape == (whs.config.trunk_layers + 1, 2, 7, 32)
+    assert torch.equal(states[0], whs.tok_emb(x)) and torch.equal(states[-1], last.trunk_forward(x))
+    # init: 99% on the last state, the rest spread evenly
+    fresh = MTPModel(whs.config)
+    assert torch.allclose(fresh.head_mix[0].softmax(0)[-1], torch.tensor(0.99))
+    with torch.no_grad():
+        for a in whs.head_mix:
+            a.fill_(-math.inf)[-1] = 0.0
+    for got, ref in zip(whs(x), last(x)):
+        assert torch.equal(got, ref)
+    with torch.no_grad():
+        for a in whs.head_mix:
+            a.fill_(-math.inf)[0] = 0.0
+    z = whs.head_states(whs.trunk_forward(x), torch.cat([x, x[:, :1]], 1))
+    assert torch.equal(z[0], whs.heads[0](whs.tok_emb(x), whs.rope))
+
+
+def test_head_input_is_validated():
+    with pytest.raises(UserError, match="unknown model.head_input 'mixed'; choose one of last, weighted"):
+        ModelConfig(size="1M", head_input="mixed").resolved()

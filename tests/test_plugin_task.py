@@ -49,3 +49,30 @@ def test_task_from_an_installed_entry_point(tmp_path):
     assert trained.returncode == 0, trained.stderr
     assert (tmp_path / "run" / "checkpoint.pt").exists()
     assert "accuracy/in_domain" in json.loads((tmp_path / "run" / "eval.json").read_text())["metrics"]
+
+
+def _copy_plugin_site(tmp_path) -> Path:
+    site = tmp_path / "site"
+    (site / "copy_plugin-0.1.dist-info").mkdir(parents=True)
+    (site / "copy_plugin.py").write_text(COPY_TASK.read_text())
+    (site / "copy_plugin-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: copy-plugin\nVersion: 0.1\n")
+    (site / "copy_plugin-0.1.dist-info" / "entry_points.txt").write_text("[mtplab.tasks]\ncopy = copy_plugin:CopyTask\n")
+    return site
+
+
+def test_a_task_name_defined_twice_is_refused_naming_both(tmp_path):
+    env = {"PYTHONPATH": os.pathsep.join([str(_copy_plugin_site(tmp_path)), str(ROOT)]), "MTPLAB_TASKS": str(COPY_TASK)}
+    for args in (["tasks"], ["generate", "copy", "--limit", "1"]):
+        r = _mtplab(args, env, tmp_path)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "task 'copy' is defined twice" in r.stderr and "entry point 'copy = copy_plugin:CopyTask'" in r.stderr
+        assert f"MTPLAB_TASKS entry '{COPY_TASK}'" in r.stderr, r.stderr
+
+
+def test_a_plugin_named_like_a_built_in_task_is_refused(tmp_path):
+    shadow = tmp_path / "shadow.py"
+    shadow.write_text(COPY_TASK.read_text().replace('name = "copy"', 'name = "polyarith"'))
+    for args in (["tasks"], ["generate", "polyarith", "--limit", "1"]):
+        r = _mtplab(args, {"MTPLAB_TASKS": str(shadow)}, tmp_path)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "task name 'polyarith'" in r.stderr and "built-in task (generators.polyarith)" in r.stderr, r.stderr

@@ -27,10 +27,16 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def _model(kind, n=3, seed=0, layers=5):
+def _model(kind, n=3, seed=0, layers=5, head_input="last"):
     torch.manual_seed(seed)
-    cfg = ModelConfig(size="custom", d_model=32, layers=layers, n_heads=2, n=n, head_kind=kind, vocab_size=V)
-    return MTPModel(cfg.resolved()).eval()
+    cfg = ModelConfig(size="custom", d_model=32, layers=layers, n_heads=2, n=n, head_kind=kind, vocab_size=V,
+                      head_input=head_input)
+    model = MTPModel(cfg.resolved()).eval()
+    if head_input == "weighted":  # mixes away from their init (99% on the last state): every state matters
+        with torch.no_grad():
+            for a in model.head_mix:
+                a.copy_(torch.randn(a.shape))
+    return model
 
 
 def _engines(kind):
@@ -93,6 +99,36 @@ def test_fused_heads_compute_the_models_heads():
         head = model.heads[3] if kind == "linear" else model.heads[3].attn.qkv
         assert torch.equal(weight[3], head.weight.t())
         assert not any("speculative" in name or "stacked" in name for name in vars(model))  # nothing kept on the model
+
+
+@pytest.mark.parametrize("kind", HEAD_KINDS)
+def test_weighted_hidden_states_decode_identically(kind):
+    """WHS heads (head_input=weighted): cached greedy = uncached greedy; speculative = greedy, fused or not."""
+    model = _model(kind, n=3, seed=1, head_input="weighted")
+    x = torch.randint(0, V, (2, 6))
+    ref = spec.uncached_greedy(model, x, 16)
+    assert torch.equal(model.generate(x, 16), ref)
+    for k, fused in [(2, True), (3, True)] + ([(3, False)] if kind in spec.FUSABLE else []):
+        assert torch.equal(spec.speculative_generate(model, x, 16, heads=k, fused=fused), ref), (k, fused)
+    if kind not in spec.FUSABLE:
+        return
+    # the fused heads read their own mixes of the stacked states, and are rebuilt when a mix changes
+    engine = spec.make_engine(model, 2, 12, 3)
+    cache = model.new_cache(2, 12)
+    states = torch.randn(model.config.trunk_layers + 1, 2, 9, 32)
+    for a, b in ((0, 5), (5, 9)):
+        engine.length = a
+        cache.seek(a)
+        ref_z = torch.stack(model.head_states(states[:, :, a:b], None, cache=cache))
+        torch.testing.assert_close(engine.head_states(states[:, :, a:b]), ref_z, rtol=1e-5, atol=1e-6)
+    stacked = spec.stacked_heads(model, 3)
+    with torch.no_grad():
+        model.head_mix[2].mul_(-2.0)
+    assert spec.stacked_heads(model, 3) is not stacked
+    assert torch.equal(spec.speculative_generate(model, x, 16), model.generate(x, 16))
+    # without the mixes, stacked WHS heads refuse (they would read the wrong input)
+    with pytest.raises(ValueError, match="needs the 3 heads' mixing logits"):
+        StackedHeads(model.config, model.heads)
 
 
 class _ScaledBlock(Block):

@@ -105,6 +105,8 @@ BAD_SPECS = {
                    "search.space.train.lr"),
     "swept and fixed": ("task: polyarith\ngrid: {n: [1]}\nfixed: {model.n: 2}\n", "model.n"),
     "objective without direction": ("task: polyarith\ngrid: {n: [1]}\nobjective: accuracy/ood\n", "direction"),
+    "absurd budget": ("task: polyarith\ngrid: {n: [1]}\nbudget: {steps: 1e30}\n", "beyond the 1e+13 this lab accepts"),
+    "bad lr": ("task: polyarith\ngrid: {n: [1]}\nbudget: {lr: .nan}\n", "train.lr must be a positive number"),
 }
 
 
@@ -118,6 +120,14 @@ def test_bad_spec_is_one_line_exit_2_and_creates_nothing(lab_dir, capsys, case):
     assert len(err.splitlines()) == 1, err
     assert needle in err and str(spec) in err, err
     assert not (lab_dir / "runs").exists()  # no study, no storage file
+
+
+def test_a_folder_given_as_the_spec_is_one_line(lab_dir, capsys):
+    (lab_dir / "specs").mkdir()
+    for cmd in ("run", "status"):
+        assert main(["sweep", cmd, str(lab_dir / "specs")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "is a folder; give a sweep spec file" in err, err
 
 
 def test_unreachable_storage_is_one_line_exit_2(lab_dir, capsys):
@@ -339,6 +349,30 @@ def test_refused_changed_spec_appends_nothing_to_the_storage(lab_dir, capsys):
     assert main(["sweep", "run", str(spec.path), "--no-report"]) == 2
     assert "different spec" in capsys.readouterr().err
     assert journal.read_bytes() == before
+
+
+def test_a_diverging_cell_is_recorded_failed_with_the_reason_and_not_retried(lab_dir, monkeypatch):
+    from lab import train as train_mod
+    from sweeps.runner import run_sweep
+    from sweeps.spec import load_spec
+
+    original = train_mod.sequential_backward
+
+    def nan_grads(model, *args, **kwargs):
+        out = original(model, *args, **kwargs)
+        for p in model.parameters():
+            p.grad.fill_(float("nan"))
+        return out
+
+    monkeypatch.setattr(train_mod, "sequential_backward", nan_grads)
+    spec = load_spec(write(lab_dir / "nan.yaml", TINY.replace("grid: {n: [1, 2], seed: [0, 1]}", "grid: {n: [1]}")
+                           .replace("test_per_op: 3}", "test_per_op: 3, valid_per_op: 1}")))
+    lines = []
+    assert run_sweep(spec, runs_root=lab_dir / "runs", out=lines.append, quiet=True) == 1
+    (trial,) = load(lab_dir / "runs/nan/journal.log", "nan").get_trials()
+    assert trial.state.name == "FAIL" and trial.user_attrs["retryable"] is False
+    assert "training diverged at step 1" in trial.user_attrs["failure"], trial.user_attrs["failure"]
+    assert any("n=1 failed: TrainingDiverged: training diverged at step 1" in line for line in lines), lines
 
 
 def test_exactly_once_with_concurrent_sweep_runs(lab_dir):
