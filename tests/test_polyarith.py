@@ -8,6 +8,7 @@ import json
 
 import pytest
 import sympy
+from test_polyarith_knobs import parse as parse_k  # the k-digit parser; tests/ is on sys.path
 import torch
 
 from generators import registry
@@ -108,32 +109,14 @@ def test_compose_with_constant_term_matches_sympy_expansion():
 # ---------------------------------------------------------------------------
 
 def parse(text: str) -> dict:
-    """Recursive-descent parser of the prompt grammar (independent of the generator)."""
-    pos = 0
-
-    def term() -> dict:
-        nonlocal pos
-        ch = text[pos]
-        if ch == "-":
-            pos += 1
-            return {"op": "neg", "args": [term()]}
-        if ch == "(":
-            pos += 1
-            left = term()
-            op = {"+": "add", "*": "mul", "@": "compose"}[text[pos]]
-            pos += 1
-            right = term()
-            assert text[pos] == ")", (text, pos)
-            pos += 1
-            return {"op": op, "args": [left, right]}
-        digits = text[pos:pos + 5]
-        assert len(digits) == 5 and all(d in "0123456" for d in digits), (text, pos)
-        pos += 5
-        return {"poly": [int(d) for d in digits]}
-
-    tree = term()
-    assert text[pos:] == "=", text
+    """Recursive-descent parser of the default prompt grammar (independent of the generator), digits 0..6."""
+    tree = parse_k(text, 5)
+    assert all(0 <= c <= 6 for c in _leaves(tree)), text
     return tree
+
+
+def _leaves(tree: dict) -> list[int]:
+    return tree["poly"] if "poly" in tree else [c for t in tree["args"] for c in _leaves(t)]
 
 
 def count_ops(tree: dict) -> int:
