@@ -200,6 +200,8 @@ def cmd_eval(args) -> int:
         raise UserError(f"--limit must be >= 0 (0: every example), got {args.limit}")
     if args.json:
         check_output_file(args.json, "--json")
+        if Path(args.json).resolve() == (Path(args.run) / "eval.json").resolve():
+            raise UserError(f"--json {args.json} is the run's own eval.json (its training record); choose another file")
     device = select_device(args.device) if args.device else None
     config, task, data, model, state = load_run(Path(args.run), device)
     metrics = evaluate_run(config, task, data, model, next(model.parameters()).device, limit=args.limit or None)

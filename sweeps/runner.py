@@ -214,15 +214,14 @@ def _quiet_optuna() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-def open_study(spec: SweepSpec, url: str, *, worker_index: int = 0, create: bool = False, write: bool = False):
+def open_study(spec: SweepSpec, url: str, *, worker_index: int = 0, create: bool = False):
     """The study of ``spec`` in ``url`` (created with its attributes if ``create``).
 
     An existing study started from a different spec (budget, fixed fields,
     objective, search space) is refused with a UserError listing the changes,
     before anything is written to the storage; a grown grid is fine (new
-    cells are queued). A journal file is checked first
-    (:func:`sweeps.storage.check_journal`); a writer (``create`` or ``write``)
-    sets a torn last record aside.
+    cells are queued). A damaged journal file is refused first
+    (:func:`sweeps.storage.check_journal`).
 
     Example:
         >>> open_study(SweepSpec("x", "nosuch", "polyarith", {}, {}, "o", "maximize"),
@@ -242,7 +241,7 @@ def open_study(spec: SweepSpec, url: str, *, worker_index: int = 0, create: bool
         with sweep_lock(url, "mtplab-schema"):  # concurrent first connections race to create the tables
             storage = open_storage(url, spec)
     else:
-        storage = open_storage(url, spec, repair=create or write)
+        storage = open_storage(url, spec)
     sampler = make_sampler(spec, worker_index)
     if not create:
         try:
@@ -689,7 +688,7 @@ def worker_loop(spec: SweepSpec, url: str, runs_root: Path, *, index: int = 0, q
 
     log = log or (lambda msg: print(msg, flush=True))
     worker = Worker.here(index)
-    study = open_study(spec, url, worker_index=index, write=True)
+    study = open_study(spec, url, worker_index=index)
     all_cells = cells(spec)
     counts = {"complete": 0, "failed": 0}
     poll = max(0.5, min(5.0, spec.heartbeat_seconds / 2))

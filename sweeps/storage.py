@@ -11,12 +11,13 @@ Three kinds of storage, all standard Optuna, so ``optuna-dashboard`` opens them:
   stale lock behind (the symlink lock would stall everyone for its 30 s grace
   period, and then break the lock by force).
   **A damaged journal** is found before anything is written to it
-  (:func:`check_journal`): a torn last record (a writer killed mid-write, a
-  full disk) is moved aside to ``journal.log.torn-<time>`` with a message, and
-  the study goes on (Optuna never read that record); a bad record anywhere
-  else is refused with one line, the file left byte for byte as it was. Every
-  append checks the file's last record first, under the journal lock, so a
-  worker never writes after a record a dead worker tore.
+  (:func:`check_journal`): a bad record before the last line is refused with
+  one line, the file left byte for byte as it was. A torn last record (a
+  writer killed mid-write, a full disk; Optuna never read it) is moved aside
+  to ``journal.log.torn-<time>`` with a message by the next append, which
+  checks the file's last record first, under the journal lock: no record is
+  ever written after a torn one, and a command that writes nothing (status,
+  a refused spec) changes nothing.
 * **PostgreSQL** (``postgresql://user:pass@host/db``): Optuna's ``RDBStorage``
   with heartbeats (``heartbeat_interval``/``grace_period``) and a retry
   callback, for many hosts.
@@ -203,21 +204,19 @@ def _set_aside(path: Path, offset: int) -> Path:
     return backup
 
 
-def check_journal(path: str | Path, *, repair: bool) -> None:
-    """Refuse a damaged journal file before anything is written to it; set a torn last record aside.
+def check_journal(path: str | Path) -> None:
+    """Refuse a journal file with a bad record before its last line: a one-line UserError, the file untouched.
 
     Every line must be a newline-terminated JSON record. A bad *last* line is
-    what a crash mid-write leaves (Optuna never read it): with ``repair`` it
-    is moved to ``<journal>.torn-<time>`` (under the journal lock) and a line
-    on stderr says so; without ``repair`` (read-only commands) it is left for
-    the next writer. A bad line anywhere else is a UserError naming it; the
-    file is not touched.
+    what a crash mid-write leaves: Optuna skips it when reading, and the next
+    append sets it aside first (see :func:`open_storage`), so it passes here.
+    A bad line anywhere else means the study cannot be read past it.
 
     Example:
         >>> import tempfile
         >>> p = Path(tempfile.mkdtemp()) / "journal.log"
         >>> _ = p.write_bytes(b'{"op_code": 0}\\ngarbage\\n{"op_code": 1}\\n')
-        >>> check_journal(p, repair=True)  # doctest: +ELLIPSIS
+        >>> check_journal(p)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         lab.errors.UserError: journal ... line 2 of 3 is not a journal record ...
@@ -230,26 +229,14 @@ def check_journal(path: str | Path, *, repair: bool) -> None:
     except OSError as e:
         raise UserError(f"cannot read storage {path}: {e}") from None
     lines = data.splitlines(keepends=True)
-    bad = [i for i, line in enumerate(lines) if not _is_record(line)]
-    if not bad:
-        return
-    if bad != [len(lines) - 1]:
+    bad = [i for i, line in enumerate(lines[:-1]) if not _is_record(line)]
+    if bad:
         first = bad[0]
         shown = lines[first][:60].decode("utf-8", "replace").rstrip("\n")
         raise UserError(
             f"journal {path}: line {first + 1} of {len(lines)} is not a journal record ({shown!r}); the study "
             f"cannot be read past it and nothing was written. Restore the file from a backup, or cut it at "
             f"line {first} (head -n {first}) to keep the records before it")
-    if not repair:
-        return  # Optuna skips a torn last line when reading; the next writer sets it aside
-    lock = FlockLock(str(path))  # the lock Optuna's backend takes for every append (see open_storage)
-    lock.acquire()
-    try:
-        offset = torn_tail(path)  # again under the lock: another writer may have repaired it meanwhile
-        if offset is not None:
-            _set_aside(path, offset)
-    finally:
-        lock.release()
 
 
 def _journal_backend_class():
@@ -310,11 +297,12 @@ def storage_exists(url: str) -> bool:
     return True
 
 
-def open_storage(url: str, spec=None, *, repair: bool = False):
+def open_storage(url: str, spec=None):
     """An Optuna storage for ``url``, or a one-line UserError if it cannot be reached.
 
-    Journal files get the flock lock and are checked first (:func:`check_journal`;
-    ``repair``: set a torn last record aside now, as writers do); RDB storages get heartbeats
+    Journal files are checked first (:func:`check_journal`) and get the flock
+    lock and a backend whose every append first sets aside a torn last record
+    (:func:`torn_tail`), under that lock; RDB storages get heartbeats
     (``spec.heartbeat_seconds`` / ``spec.grace_seconds``) and Optuna's retry
     callback, which re-queues a heartbeat-stale trial with the same params and
     user attributes (so with the same cell, and the same run folder).
@@ -332,7 +320,7 @@ def open_storage(url: str, spec=None, *, repair: bool = False):
         path = Path(url)
         if path.is_dir():
             raise UserError(f"storage {url} is a folder; give a journal file path (e.g. {path / JOURNAL_NAME})")
-        check_journal(path, repair=repair)
+        check_journal(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             backend = _journal_backend_class()(str(path), lock_obj=_journal_lock_class()(str(path)))

@@ -309,14 +309,18 @@ def test_torn_last_journal_record_is_set_aside_and_the_study_goes_on(lab_dir, ca
         f.write(torn)  # what a writer killed mid-write (or a full disk) leaves
     assert main(["sweep", "status", str(spec.path)]) == 0  # a reader does not touch the file
     assert "2 pending" in capsys.readouterr().out and journal.read_bytes() == good + torn
+    changed = Path(spec.path).read_text()
+    Path(spec.path).write_text(changed.replace("steps: 3", "steps: 5"))
+    assert main(["sweep", "run", str(spec.path), "--no-report"]) == 2  # refused: nothing written, nothing repaired
+    assert "different spec" in capsys.readouterr().err and journal.read_bytes() == good + torn
+    Path(spec.path).write_text(changed)
 
-    study = open_study(spec, str(journal), create=True)  # what `sweep run` does first
+    study = open_study(spec, str(journal), create=True)  # what `sweep run` does first: it reads, writes nothing
+    study.set_user_attr("after", 1)  # the first write sets the torn record aside, then lands on a clean line
     err = capsys.readouterr().err
     assert "torn record" in err and "set it aside" in err, err
-    assert journal.read_bytes() == good
     (backup,) = journal.parent.glob("journal.log.torn-*")
-    assert backup.read_bytes() == torn
-    study.set_user_attr("after", 1)  # the next record lands on a clean line
+    assert backup.read_bytes() == torn and journal.read_bytes().startswith(good)
     assert load(journal, "tiny").user_attrs["after"] == 1 and len(load(journal, "tiny").get_trials()) == 2
 
 

@@ -335,7 +335,8 @@ def test_eval_is_the_final_eval_and_leaves_eval_json_alone(tmp_path, capsys):
     for argv, needle in ((["--limit", "-1"], "--limit must be >= 0"), (["--json", str(tmp_path)], "is a folder"),
                          (["--json", "/proc/mtplab.json"], "cannot write in /proc"),
                          (["--json", str(tmp_path / "file" / "e.json")], "is a file, not a folder"),
-                         (["--json", str(tmp_path / "missing" / "e.json")], "does not exist")):
+                         (["--json", str(tmp_path / "missing" / "e.json")], "does not exist"),
+                         (["--json", str(run / "eval.json")], "the run's own eval.json")):
         _one_line_error(capsys, ["eval", str(run), *argv], needle)
     assert not list(tmp_path.glob(".*tmp*")) and not list(tmp_path.glob(".mtplab-probe*"))
 
