@@ -38,6 +38,9 @@ Cost: for each position, one forward of the model per intermediate step, on
 all the paths as a batch of one-to-(K-1)-token continuations that read the
 window's prefix from a KV cache (:class:`SharedPrefix`): K=2 exact is about
 V tokens of forward work per position (T forwards of batch V per window).
+Measured on one CPU thread, 512 positions of a 1M model (context 128):
+polyarith (V=257) K=2 exact 17 s, K=3 top-16 27 s; induction (V=2048)
+K=2 top-16 2 s, K=3 top-16 28 s.
 
 Example:
     >>> import torch
