@@ -8,7 +8,7 @@ import json
 
 import pytest
 import sympy
-from test_polyarith_knobs import parse as parse_k  # the k-digit parser; tests/ is on sys.path
+from test_polyarith_knobs import parse as parse_k, sympy_value as sympy_value_pk  # the k-digit parser; tests/ is on sys.path
 import torch
 
 from generators import registry
@@ -53,19 +53,7 @@ def test_ops_hand_computed():
 
 def sympy_value(tree: dict) -> sympy.Poly:
     """Independent evaluation: sympy polynomials over GF(7), reduced mod X^5 after each op."""
-    if "poly" in tree:
-        return sympy.Poly(sum(c * X ** i for i, c in enumerate(tree["poly"])), X, modulus=7)
-    args = [sympy_value(t) for t in tree["args"]]
-    op = tree["op"]
-    if op == "neg":
-        value = -args[0]
-    elif op == "add":
-        value = args[0] + args[1]
-    elif op == "mul":
-        value = args[0] * args[1]
-    else:
-        value = args[0].compose(args[1])  # p.compose(q) = p(q(X))
-    return value.rem(sympy.Poly(X ** 5, X, modulus=7))
+    return sympy_value_pk(tree, 7, 5)
 
 
 def sympy_coeffs(poly: sympy.Poly) -> list[int]:
