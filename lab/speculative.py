@@ -83,7 +83,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lab.agreement import agreement_windows, head_agreement  # moved to lab.agreement; lab/train.py switches over  # noqa: F401
 from lab.decode import run_batched
 from lab.errors import UserError
 from lab.model import KVCache, StackedHeads

@@ -49,7 +49,7 @@ from lab.data import Windows, prepare
 from lab.errors import UserError
 from lab.loss import next_token_nll, sequential_backward
 from lab.model import Block, MTPModel
-from lab.speculative import agreement_windows, head_agreement
+from lab.agreement import agreement_windows, head_agreement
 
 
 def select_device(name: str) -> torch.device:
