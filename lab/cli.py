@@ -306,12 +306,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_args(b)
     b.set_defaults(func=cmd_bench)
+    from lab.speculative_cli import add_parser as add_decode_parsers  # decode and bench decode: lab's own
+
+    add_decode_parsers(sub, bsub)
     _add_plugin_commands(sub, bsub)
     return p
 
 
 def _add_plugin_commands(sub, bench_sub) -> None:
-    """Subcommands from other rooms (sweeps, analysis, decoding) and plugins.
+    """Subcommands from the other rooms (sweeps, analysis) and plugins.
 
     lab never imports sweeps or analysis by name: they declare entry points in
     the group ``mtplab.commands`` (see pyproject.toml), each a function

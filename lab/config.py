@@ -168,6 +168,10 @@ class TrainConfig:
     # eval reports loss/heldout on them, loss/seen on as many windows the run trained on first, and
     # memorization_gap = loss/heldout - loss/seen (nats, next-token head). 0 = off.
     heldout_windows: int = 32
+    # Attention within each packed document only (lab.model.document_mask): a training window then looks,
+    # to every example in it, as a prompt does at evaluation (alone, after the end-of-text token).
+    # False: plain causal attention across the whole window (the paper's packing; it does not say more).
+    document_mask: bool = False
     eval_examples: int = 0  # examples per slice (e.g. per m) at intermediate evals; 0 = all (the final eval scores all)
     log_interval: int = 10
     checkpoint_interval: int = 0  # 0 = at every eval

@@ -44,6 +44,8 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from lab.model import document_mask
+
 
 IGNORE = -100  # target value of a token that is context only (see Task.context)
 
@@ -81,7 +83,7 @@ def _head_loss(model, z, target, weight, scale, stats):
 
 
 def sequential_backward(model, window, mask=None, *, scale: float = 1.0, autocast=contextlib.nullcontext,
-                        track_accuracy: bool = True) -> dict:
+                        track_accuracy: bool = True, eot: int | None = None) -> dict:
     """Memory-efficient MTP forward + backward on one micro-batch.
 
     ``window`` is (B, T + n) tokens; head i is trained on window[:, i : T + i],
@@ -89,25 +91,28 @@ def sequential_backward(model, window, mask=None, *, scale: float = 1.0, autocas
     ``scale`` multiplies the loss (1 / accumulation steps). Gradients land in
     ``.grad``; returns per-head unweighted losses and (if ``track_accuracy``)
     top-1 accuracies as lists of 0-dim tensors (not synced to the host, so no
-    stall on GPU).
+    stall on GPU). With ``eot`` (the end-of-text token id) attention stays
+    within each packed document (``lab.model.document_mask``).
     """
     if model.config.n == 1:  # one head: nothing to free between heads, one backward is cheaper
-        return naive_backward(model, window, mask, scale=scale, autocast=autocast, track_accuracy=track_accuracy)
+        return naive_backward(model, window, mask, scale=scale, autocast=autocast, track_accuracy=track_accuracy,
+                              eot=eot)
     weights = model.config.weights
     idx, targets = _split(model, window, mask)
+    attn = document_mask(idx, eot) if eot is not None else None
     stats = {"loss": [], "acc": []} if track_accuracy else {"loss": []}
     with autocast():
-        h = model.trunk_forward(idx)
+        h = model.trunk_forward(idx, attn_mask=attn)
     if model.heads_independent:
         h_leaf = h.detach().requires_grad_()
         for i, target in enumerate(targets):
             with autocast():
-                loss = _head_loss(model, model.head_state(i, h_leaf), target, weights[i], scale, stats)
+                loss = _head_loss(model, model.head_state(i, h_leaf, attn_mask=attn), target, weights[i], scale, stats)
             loss.backward()  # frees head i's logits and activations
         h.backward(h_leaf.grad)
         return stats
     with autocast():
-        zs = model.head_states(h, window)
+        zs = model.head_states(h, window, attn_mask=attn)
     grads = []
     for i, target in enumerate(targets):
         z_leaf = zs[i].detach().requires_grad_()
@@ -120,21 +125,23 @@ def sequential_backward(model, window, mask=None, *, scale: float = 1.0, autocas
 
 
 def naive_backward(model, window, mask=None, *, scale: float = 1.0, autocast=contextlib.nullcontext,
-                   track_accuracy: bool = True) -> dict:
+                   track_accuracy: bool = True, eot: int | None = None) -> dict:
     """The reference: sum the n weighted losses, one backward. Keeps all logits alive."""
     weights = model.config.weights
     idx, targets = _split(model, window, mask)
+    attn = document_mask(idx, eot) if eot is not None else None
     stats = {"loss": [], "acc": []} if track_accuracy else {"loss": []}
     with autocast():
-        h = model.trunk_forward(idx)
-        zs = model.head_states(h, window)
+        h = model.trunk_forward(idx, attn_mask=attn)
+        zs = model.head_states(h, window, attn_mask=attn)
         total = sum(_head_loss(model, z, t, w, scale, stats) for z, t, w in zip(zs, targets, weights))
     total.backward()
     return stats
 
 
 @torch.no_grad()
-def next_token_nll(model, window, mask=None, *, autocast=contextlib.nullcontext) -> tuple[list[float], list[int]]:
+def next_token_nll(model, window, mask=None, *, autocast=contextlib.nullcontext,
+                   eot: int | None = None) -> tuple[list[float], list[int]]:
     """Per window (row): summed next-token cross-entropy (nats) over its scored targets, and their count.
 
     Head 1 only, no gradient: the held-out and seen-data losses of
@@ -150,7 +157,9 @@ def next_token_nll(model, window, mask=None, *, autocast=contextlib.nullcontext)
         ([10, 10, 10], True)
     """
     idx, targets = _split(model, window, mask)
+    attn = document_mask(idx, eot) if eot is not None else None
     with autocast():
-        logits = model.logits(model.head_states(model.trunk_forward(idx), window, upto=1)[0])
+        h = model.trunk_forward(idx, attn_mask=attn)
+        logits = model.logits(model.head_states(h, window, upto=1, attn_mask=attn)[0])
     ce = F.cross_entropy(logits.float().transpose(1, 2), targets[0], ignore_index=IGNORE, reduction="none")  # (B, T)
     return ce.sum(1).tolist(), (targets[0] != IGNORE).sum(1).tolist()

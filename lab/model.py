@@ -129,6 +129,26 @@ def apply_rotary(x, rot):
     return torch.view_as_real(pairs * rot[:, None, :]).flatten(-2).to(x.dtype)
 
 
+def document_mask(idx, eot: int):
+    """Causal attention within documents: idx (B, T) -> a (B, 1, T, T) bool mask, True = may attend.
+
+    A packed training window holds several documents, each starting with the
+    end-of-text token ``eot``. Query t may attend to key s <= t only when no
+    document starts in (s, t]: each document then sees only itself, as a
+    prompt does at evaluation (RoPE is relative, so a document attended alone
+    looks the same wherever it sits in the window). Tokens before the
+    window's first ``eot`` (the tail of a cut document) form one document.
+
+    Example:
+        >>> document_mask(torch.tensor([[5, 0, 7, 0]]), eot=0)[0, 0].int().tolist()
+        [[1, 0, 0, 0], [0, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 1]]
+    """
+    doc = (idx == eot).cumsum(1)  # (B, T): document number of each position
+    T = idx.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+    return ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]  # (B, 1, T, T), broadcast over heads
+
+
 class KVCache:
     """Keys and values of every attention layer, for incremental decoding.
 
@@ -169,7 +189,8 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.proj.residual = True  # scaled init, see MTPModel._init_weights
 
-    def forward(self, x, rope, cache: KVCache | None = None, slot: int = 0):
+    def forward(self, x, rope, cache: KVCache | None = None, slot: int = 0, attn_mask=None):
+        """x (B, T, d) -> (B, T, d); ``attn_mask`` (B, 1, T, T) bool replaces the causal mask (training only)."""
         B, T, d = x.shape
         # (B, T, 3d) -> three (B, T, H, hd); rotate q and k; then (B, H, T, hd) for attention
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).unbind(2)
@@ -178,7 +199,9 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.transpose(1, 2) for t in (apply_rotary(q, rot), apply_rotary(k, rot), v))
         if cache is not None:
             k, v = cache.update(slot, k, v)  # (B, H, past + T, hd)
-        if past == 0:
+        if attn_mask is not None:  # a full-window mask from document_mask (no cache)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        elif past == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         elif T == 1:
             y = F.scaled_dot_product_attention(q, k, v)  # one new query sees all cached keys
@@ -209,8 +232,8 @@ class Block(nn.Module):
         self.norm1, self.attn = Norm(cfg.d_model), CausalSelfAttention(cfg)
         self.norm2, self.mlp = Norm(cfg.d_model), MLP(cfg)
 
-    def forward(self, x, rope, cache=None):
-        x = x + self.attn(self.norm1(x), rope, cache, self.slot)
+    def forward(self, x, rope, cache=None, attn_mask=None):
+        x = x + self.attn(self.norm1(x), rope, cache, self.slot, attn_mask)
         return x + self.mlp(self.norm2(x))
 
 
@@ -223,8 +246,9 @@ class SequentialHead(nn.Module):
         self.merge = nn.Linear(2 * cfg.d_model, cfg.d_model, bias=False)
         self.block = Block(cfg, slot)
 
-    def forward(self, z_prev, emb_next, rope, cache=None):
-        return self.block(self.merge(torch.cat([self.norm_h(z_prev), self.norm_e(emb_next)], dim=-1)), rope, cache)
+    def forward(self, z_prev, emb_next, rope, cache=None, attn_mask=None):
+        return self.block(self.merge(torch.cat([self.norm_h(z_prev), self.norm_e(emb_next)], dim=-1)), rope, cache,
+                          attn_mask)
 
 
 class StackedLinear(nn.Module):
@@ -383,7 +407,7 @@ class MTPModel(nn.Module):
 
     # ---- forward pieces (lab.loss composes them for training) ----
 
-    def trunk_forward(self, idx, cache: KVCache | None = None):
+    def trunk_forward(self, idx, cache: KVCache | None = None, attn_mask=None):
         """idx (B, T) -> trunk output h (B, T, d).
 
         With weighted hidden states the trunk output is every hidden state
@@ -391,11 +415,13 @@ class MTPModel(nn.Module):
         H[l] block l's output (H[-1] is the h above). Whatever consumes the
         trunk output (``head_states``, ``lab.loss``'s detached copy of it)
         passes it on as one tensor; ``head_input`` makes each head's input.
+        ``attn_mask`` (from ``document_mask``; training only) restricts every
+        attention layer, here and in the heads, to its own document.
         """
         x = self.tok_emb(idx)
         states = [x] if self.config.head_input == "weighted" else None
         for block in self.trunk:
-            x = block(x, self.rope, cache)
+            x = block(x, self.rope, cache, attn_mask)
             if states is not None:
                 states.append(x)
         return torch.stack(states) if states is not None else x
@@ -413,12 +439,12 @@ class MTPModel(nn.Module):
         # elementwise, not a matmul: autocast leaves it in h's dtype (fp32 residual stream, as for "last")
         return (w.to(h.dtype)[:, None, None, None] * h).sum(0)
 
-    def head_state(self, i: int, h, cache: KVCache | None = None):
+    def head_state(self, i: int, h, cache: KVCache | None = None, attn_mask=None):
         """z_i from the trunk output h, for independent head kinds only."""
         head, x = self.heads[i], self.head_input(i, h)
-        return head(x) if self.config.head_kind == "linear" else head(x, self.rope, cache)
+        return head(x) if self.config.head_kind == "linear" else head(x, self.rope, cache, attn_mask)
 
-    def head_states(self, h, tokens=None, upto: int | None = None, cache: KVCache | None = None):
+    def head_states(self, h, tokens=None, upto: int | None = None, cache: KVCache | None = None, attn_mask=None):
         """The hidden states z_1..z_upto (each (B, T, d)) from the trunk output h.
 
         ``tokens`` is only read by sequential heads: module k >= 2 needs the
@@ -428,25 +454,25 @@ class MTPModel(nn.Module):
         kind, n = self.config.head_kind, self.config.n
         upto = n if upto is None else upto
         if self.heads_independent:
-            return [self.head_state(i, h, cache) for i in range(upto)]
+            return [self.head_state(i, h, cache, attn_mask) for i in range(upto)]
         if kind == "causal":
             zs, z = [], self.head_input(0, h)
             for i in range(upto):
-                z = self.heads[i](z, self.rope, cache)
+                z = self.heads[i](z, self.rope, cache, attn_mask)
                 zs.append(z)
             return zs
         if kind == "anticausal":  # head n reads h; head i reads head i+1; head 1 needs them all
             zs, z = [None] * n, self.head_input(n - 1, h)
             for i in reversed(range(n)):
-                z = self.heads[i](z, self.rope, cache)
+                z = self.heads[i](z, self.rope, cache, attn_mask)
                 zs[i] = z
             return zs[:upto]
         # sequential
         T = h.shape[-2]  # h is (B, T, d) or, weighted, (L+1, B, T, d)
-        zs = [self.heads[0](self.head_input(0, h), self.rope, cache)]
+        zs = [self.heads[0](self.head_input(0, h), self.rope, cache, attn_mask)]
         for k in range(1, upto):  # module index k predicts x[t+k+1] from z_k and emb(x[t+k])
             emb = self.tok_emb(tokens[:, k:T + k])
-            zs.append(self.heads[k](zs[-1], emb, self.rope, cache))
+            zs.append(self.heads[k](zs[-1], emb, self.rope, cache, attn_mask))
         return zs
 
     def logits(self, z):

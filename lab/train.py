@@ -206,7 +206,7 @@ def run_windows(config: RunConfig, data) -> Windows:
     return Windows(data.train_tokens, tc.context, config.model.n, tc.seed, data.train_mask, heldout=tc.heldout_windows)
 
 
-def memorization(model, windows: Windows, device, autocast) -> dict:
+def memorization(model, windows: Windows, device, autocast, eot: int | None = None) -> dict:
     """Next-token loss on held-out training-stream windows vs on the first windows trained on.
 
     In a single pass the gap stays near 0 (every batch is new data when the
@@ -223,7 +223,7 @@ def memorization(model, windows: Windows, device, autocast) -> dict:
         for i in range(0, len(tokens), 8):
             window = torch.from_numpy(tokens[i:i + 8]).to(device)
             m = torch.from_numpy(mask[i:i + 8]).to(device) if mask is not None else None
-            s, c = next_token_nll(model, window, m, autocast=autocast)
+            s, c = next_token_nll(model, window, m, autocast=autocast, eot=eot)
             sums += s
             counts += c
         out[f"loss/{name}"] = sum(sums) / max(sum(counts), 1)
@@ -255,7 +255,8 @@ def evaluate_run(config: RunConfig, task, data, model, device, *, limit: int | N
         metrics.update(head_agreement(model, agreement, device))
     if windows is None:
         windows = run_windows(config, data)
-    metrics.update(memorization(model, windows, device, autocast_for(device, config.train.dtype)))
+    eot = data.enc.eot_token if config.train.document_mask else None
+    metrics.update(memorization(model, windows, device, autocast_for(device, config.train.dtype), eot))
     return metrics
 
 
@@ -278,6 +279,7 @@ class _Run:
         tc = config.train
         self.total = tc.total_steps()
         self.windows = run_windows(config, self.data)
+        self.eot = self.data.enc.eot_token if config.train.document_mask else None  # attention within documents
         self.optimizer = build_optimizer(self.model, tc, self.device)
         self.autocast = autocast_for(self.device, tc.dtype)
         if tc.compile:
@@ -388,7 +390,7 @@ class _Run:
             mask = torch.from_numpy(mask).to(self.device, non_blocking=True) if mask is not None else None
             self.position += size
             stats = sequential_backward(self.model, window, mask, scale=size / seqs, autocast=self.autocast,
-                                        track_accuracy=log)
+                                        track_accuracy=log, eot=self.eot)
             for key in per_head:
                 per_head[key].append(torch.stack(stats[key]) * (size / seqs))
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)

@@ -10,12 +10,12 @@ from lab.cli import main
 from lab.config import build_run_config
 
 TINY = {
-    "task.train_examples": 400, "task.test_per_op": 2, "model.size": "custom", "model.d_model": 32,
+    "task.train_examples": 400, "task.test_per_op": 2, "task.valid_per_op": 1, "model.size": "custom", "model.d_model": 32,
     "model.layers": 3, "model.n_heads": 2, "model.n": 2, "train.steps": 8, "train.batch_tokens": 256,
     "train.context": 64, "train.micro_batch": 2, "train.eval_interval": 4, "train.checkpoint_interval": 2,
     "train.log_interval": 1, "train.progress": False, "train.warmup_steps": 2,
 }
-TINY_FLAGS = ["--set", "task.train_examples=400", "--set", "task.test_per_op=2", "--size", "custom",
+TINY_FLAGS = ["--set", "task.train_examples=400", "--set", "task.test_per_op=2", "--set", "task.valid_per_op=1", "--size", "custom",
               "--set", "model.d_model=32", "--set", "model.layers=3", "--set", "model.n_heads=2",
               "--steps", "3", "--batch-tokens", "128", "--context", "64", "--no-progress"]
 
