@@ -19,7 +19,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from analysis.runs import missing_run_folders
 from lab.errors import UserError
+from lab.paths import atomic_write_text, check_output_dir
 
 CHECKPOINTS = ("auto", "final", "best", "best-by-test")
 
@@ -113,7 +115,12 @@ def _load(args):
         run_root = p if p.is_dir() else p.parent
     if getattr(args, "run_root", None):
         run_root = Path(args.run_root)
-    return storage_url, data, frame, checkpoint, note, run_root, selection
+    gone = missing_run_folders(frame, run_root)
+    if gone:  # the study has their numbers; the curves read from run folders cannot include them
+        shown = ", ".join(gone[:4]) + (f", ... {len(gone) - 4} more" if len(gone) > 4 else "")
+        note = (f"{note[0]}; run folders missing for {len(gone)}, not in the curves: {shown}", note[1])
+        print(f"run folders missing for {len(gone)} finished run(s), left out of the curves: {shown}")
+    return storage_url, data, frame, checkpoint, note, run_root, selection, gone
 
 
 def _draw(data, frame, note, run_root, out_dir: Path):
@@ -150,8 +157,8 @@ def _say_missing(data) -> None:
 
 def cmd_plot(args) -> int:
     """``mtplab plot``: write the figures that fit the study's task."""
-    storage, data, frame, checkpoint, note, run_root, selection = _load(args)
-    out = Path(args.out or f"runs/{data.name}/figures")
+    storage, data, frame, checkpoint, note, run_root, selection, _ = _load(args)
+    out = check_output_dir(args.out or f"runs/{data.name}/figures", "--out")
     drawn, skipped = _draw(data, frame, note, run_root, out)
     files = sum(len(v) for v in drawn.values())
     print(f"wrote {len(drawn)} figures ({files} files: PNG, PDF and CSV) to {out} "
@@ -168,17 +175,18 @@ def cmd_report(args) -> int:
     """``mtplab report``: draw the figures and write the markdown report that embeds them."""
     from analysis.report import render
 
-    storage, data, frame, checkpoint, note, run_root, selection = _load(args)
+    storage, data, frame, checkpoint, note, run_root, selection, gone = _load(args)
     out = Path(args.out or f"runs/{data.name}/report.md")
-    fig_dir = Path(args.figures) if args.figures else (
-        Path(f"runs/{data.name}/figures") if not args.out else out.parent / "figures")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give the report's file name, e.g. {out / 'report.md'}")
+    check_output_dir(out.parent, "--out")
+    fig_dir = check_output_dir(args.figures if args.figures else (
+        f"runs/{data.name}/figures" if not args.out else out.parent / "figures"), "--figures")
     drawn, skipped = _draw(data, frame, note, run_root, fig_dir)
+    skipped = skipped + [f"run folder missing for {g}: its numbers are in the tables, not in the curves" for g in gone]
     text = render(data, frame, figures=drawn, skipped=skipped, report_path=out, storage=storage,
                   checkpoint=checkpoint.label, selection=selection, run_root=run_root)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, out)
+    atomic_write_text(out, text)
     print(f"wrote {out} with {len(drawn)} figures (in {fig_dir})")
     for s in skipped:
         print(f"not drawn: {s}")

@@ -72,3 +72,25 @@ def read_run_metrics(run_dir) -> pd.DataFrame | None:
             except ValueError:
                 continue  # a torn last line of a running job
     return pd.DataFrame(rows) if rows else None
+
+
+def missing_run_folders(frame: pd.DataFrame, run_root=None) -> list[str]:
+    """The finished trials of ``frame`` whose run folder is gone (no ``eval.json`` or ``metrics.jsonl``).
+
+    Their numbers still come from the study, but the figures drawn from run
+    folders (learning curves, tokens to a milestone) cannot include them; the
+    report and the figure captions name them. One entry per trial:
+    ``"<run_key or trial> (<run_dir>)"``.
+
+    Example:
+        >>> missing_run_folders(pd.DataFrame({"trial": [3], "run_key": ["n=1,seed=0"], "run_dir": ["/gone"]}))
+        ['n=1,seed=0 (/gone)']
+    """
+    out = []
+    for row in frame.to_dict("records"):
+        run_dir = row.get("run_dir")
+        if find_run_file(run_dir, "eval.json", run_root) or find_run_file(run_dir, "metrics.jsonl", run_root):
+            continue
+        name = row.get("run_key") or f"trial {row.get('trial', '?')}"
+        out.append(f"{name} ({run_dir or 'no run_dir'})")
+    return out

@@ -73,6 +73,7 @@ class ModelConfig:
     vocab_size: int = 0  # 0 = from the task's tokenizer
     mlp_ratio: int = 4
     rope_base: float = 10000.0
+    init_std: float = 0.02  # std of the normal init of every linear and embedding weight (GPT-2's 0.02)
     # What the heads read from the trunk: "last" = the last trunk layer's output (the paper); "weighted" =
     # weighted hidden states (Mehra et al. 2025): a learned softmax mix of the embedding output and every
     # trunk layer's output, one mix per head that reads the trunk (lab.model.MTPModel.head_input).
@@ -110,6 +111,8 @@ class ModelConfig:
             raise UserError(f"loss_weights must be finite, >= 0 and not all zero, got {list(self.loss_weights)}")
         if self.mlp_ratio < 1:
             raise UserError(f"model.mlp_ratio must be at least 1 (the MLP is mlp_ratio x d_model wide), got {self.mlp_ratio}")
+        if not (0 < self.init_std < math.inf):
+            raise UserError(f"model.init_std must be a positive number (default 0.02), got {self.init_std}")
         if not (0 < self.rope_base < math.inf):
             raise UserError(f"model.rope_base must be a positive number (default 10000), got {self.rope_base}")
         if self.vocab_size < 0:

@@ -392,12 +392,12 @@ class MTPModel(nn.Module):
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
-            std = 0.02
+            std = self.config.init_std
             if getattr(module, "residual", False):  # GPT-2: scale residual projections by depth
                 std /= math.sqrt(2 * max(1, self.config.layers))
             nn.init.normal_(module.weight, mean=0.0, std=std)
         elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
 
     def param_counts(self) -> dict[str, int]:
         """Total and non-embedding parameters (embedding and unembedding excluded)."""

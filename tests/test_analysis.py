@@ -582,3 +582,40 @@ def test_search_trials_best_per_cell_and_missing_units(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "4 of 5 runs finished" in printed and "n=2,seed=0,trial=2 (waiting)" in printed
     assert "not drawn: training_curves" in printed  # no run folders: said, not fatal
+
+
+# ---------------- report destinations and missing run folders ----------------
+
+@pytest.mark.parametrize("where, message", [
+    ("FILE/sub/report.md", "is a file, not a folder"),
+    ("DIR", "is a folder; give the report's file name"),
+    ("/proc/mtplab/report.md", "cannot write in /proc"),
+])
+def test_report_destination_checked_before_any_work(lab_dir, tmp_path, capsys, where, message):
+    (tmp_path / "FILE").write_text("keep")
+    (tmp_path / "DIR").mkdir()
+    out = where if where.startswith("/") else str(tmp_path / where)
+    assert main(["report", "--storage", str(lab_dir / "journal.log"), "--study", "poly", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["DIR", "FILE"]  # nothing written, no .tmp left
+    assert not any((tmp_path / "DIR").iterdir()) and (tmp_path / "FILE").read_text() == "keep"
+
+
+def test_report_names_run_folders_that_were_deleted(lab_dir, tmp_path, capsys):
+    import shutil
+
+    gone = lab_dir / "poly" / "1M-n2-s0"
+    backup = tmp_path / "backup"
+    shutil.copytree(gone, backup)
+    shutil.rmtree(gone)
+    try:
+        out = tmp_path / "r" / "report.md"
+        assert main(["report", "--storage", str(lab_dir / "journal.log"), "--study", "poly", "--out", str(out)]) == 0
+        printed = capsys.readouterr().out
+        assert "run folders missing for 1 finished run(s)" in printed and "1M-n2-s0" in printed
+        text = out.read_text()
+        assert "run folder missing for" in text and "1M-n2-s0" in text
+        assert not [p for p in out.parent.iterdir() if ".tmp" in p.name]
+    finally:
+        shutil.copytree(backup, gone)
