@@ -175,6 +175,10 @@ class TrainConfig:
     # to every example in it, as a prompt does at evaluation (alone, after the end-of-text token).
     # False: plain causal attention across the whole window (the paper's packing; it does not say more).
     document_mask: bool = False
+    # The final eval's marginalization baseline (lab.marginal, Mehra et al. 2025): top-1 accuracy of predicting
+    # x[t+2] and x[t+3] by marginalizing head 1 over the tokens between, next to heads 2 and 3, on this many
+    # positions of held-out documents (future_acc/k=K/...). 0 = off.
+    marginal_positions: int = 256
     eval_examples: int = 0  # examples per slice (e.g. per m) at intermediate evals; 0 = all (the final eval scores all)
     log_interval: int = 10
     checkpoint_interval: int = 0  # 0 = at every eval
@@ -236,7 +240,8 @@ class TrainConfig:
         for name in ("seed", "data_seed"):
             if not (0 <= getattr(self, name) <= MAX_SEED):
                 raise UserError(f"train.{name} must be in 0 .. 2**63-1, got {getattr(self, name)}")
-        for name in ("micro_batch", "eval_interval", "eval_examples", "heldout_windows", "checkpoint_interval", "threads"):
+        for name in ("micro_batch", "eval_interval", "eval_examples", "heldout_windows", "checkpoint_interval", "threads",
+                     "marginal_positions"):
             if getattr(self, name) < 0:
                 raise UserError(f"train.{name} must be >= 0 (0: {_ZERO_MEANS[name]}), got {getattr(self, name)}")
         if self.dtype not in ("auto", "float32", "bfloat16"):
@@ -247,6 +252,7 @@ class TrainConfig:
 _ZERO_MEANS = {
     "micro_batch": "the whole batch at once", "eval_interval": "5 evals per run", "eval_examples": "all",
     "heldout_windows": "off", "checkpoint_interval": "at every eval", "threads": "torch's default",
+    "marginal_positions": "off",
 }
 
 

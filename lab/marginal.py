@@ -267,6 +267,36 @@ def future_accuracy(model, windows, device=None, ks=(2,), top_m: int = DEFAULT_T
 
 
 @torch.no_grad()
+def document_windows(task, records: list[dict], enc, context: int, count: int = 64) -> tuple[list, list]:
+    """Held-out records as windows of their own: end-of-text + document, and which tokens are scored targets.
+
+    Each window is one document, alone (as a prompt is at evaluation, and as a
+    ``train.document_mask`` model saw every example), cut to ``context``
+    tokens; the mask is False on the end-of-text token and on the record's
+    context part (``Task.context``: polyarith's prompt), so positions are only
+    counted where the target is something the model was trained to predict.
+    ``count`` records, spread evenly over ``records`` (test and validation
+    sets are sorted by difficulty).
+
+    Example:
+        >>> from generators import registry
+        >>> from lab.tokenizers import byte_encoding
+        >>> task = registry.create("polyarith", {"test_per_op": 2, "valid_per_op": 0})
+        >>> docs, masks = document_windows(task, task.build("test", 0), byte_encoding(), 64, count=3)
+        >>> len(docs), docs[0][0] == byte_encoding().eot_token, sum(masks[0])  # 5 answer digits + newline
+        (3, True, 6)
+    """
+    from lab.decode import pick
+
+    docs, masks = [], []
+    for rec in pick(records, count):
+        unscored = 1 + len(enc.encode_ordinary(task.context(rec)))  # end-of-text + the context part
+        tokens = ([enc.eot_token] + enc.encode_ordinary(task.document(rec)))[:context]
+        docs.append(tokens)
+        masks.append([i >= unscored for i in range(len(tokens))])
+    return docs, masks
+
+
 def approximation_error(model, windows, k: int = 2, ms=(1, 2, 4, 8, 16, 32), *, mask=None,
                         max_positions: int = MAX_POSITIONS) -> dict[int, dict[str, float]]:
     """The top-m approximation against exact marginalization, at the same positions (a small vocabulary).

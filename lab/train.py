@@ -50,6 +50,7 @@ from lab.errors import UserError
 from lab.loss import next_token_nll, sequential_backward
 from lab.model import Block, MTPModel
 from lab.agreement import agreement_windows, head_agreement
+from lab.marginal import document_windows, future_accuracy
 
 
 def select_device(name: str) -> torch.device:
@@ -241,7 +242,9 @@ def evaluate_run(config: RunConfig, task, data, model, device, *, limit: int | N
     The task's metrics on test, and on validation as ``valid/<name>`` (tasks
     with a validation split); for n > 1 the heads' agreement (an estimate of
     self-speculative acceptance, :mod:`lab.speculative`); and the
-    memorization check (:func:`memorization`). ``limit`` caps the examples
+    memorization check (:func:`memorization`); at the final eval, the
+    marginalization baseline (:func:`lab.marginal.future_accuracy` on held-out
+    documents, ``train.marginal_positions``). ``limit`` caps the examples
     per slice (None: all, as the final eval). ``windows`` and ``agreement``
     are derived from the config and data when not given.
     """
@@ -257,6 +260,10 @@ def evaluate_run(config: RunConfig, task, data, model, device, *, limit: int | N
         windows = run_windows(config, data)
     eot = data.enc.eot_token if config.train.document_mask else None
     metrics.update(memorization(model, windows, device, autocast_for(device, config.train.dtype), eot))
+    if limit is None and config.train.marginal_positions:  # the final eval: the marginalization baseline
+        docs, masks = document_windows(task, data.valid or data.test, data.enc, config.train.context)
+        metrics.update(future_accuracy(model, docs, device, ks=(2, 3), mask=masks,
+                                       max_positions=config.train.marginal_positions))
     return metrics
 
 
