@@ -17,7 +17,9 @@ to the top-1 accuracy of head k (models with n >= k) at the same positions:
                                   over: 1.0 when exact, less under the top-m approximation
 
 Positions: every t of a window with t + K inside it (and, with a ``mask``,
-x[t+K] a scored target), windows in order, at most ``max_positions`` per K.
+x[t+1] .. x[t+K] all scored targets: the tokens summed over are ones the
+model was trained to predict, as in drafting an answer), windows in order,
+at most ``max_positions`` per K.
 Sequential heads (DeepSeek-V3 modules) read the token after t as an input;
 for ``/head`` they read head 1's greedy draft there and each module's draft
 after it (as in self-speculative decoding), never a true token past t.
@@ -190,7 +192,8 @@ def _rows(windows, mask):
 
 
 def _positions(T: int, k: int, mask, budget: int) -> list[int]:
-    ts = [t for t in range(T - k) if mask is None or mask[t + k]]
+    # every token from t+1 to t+k a scored target: the model was trained to predict the tokens summed over too
+    ts = [t for t in range(T - k) if mask is None or mask[t + 1:t + k + 1].all()]
     return ts[:max(0, budget)]
 
 
@@ -211,7 +214,8 @@ def future_accuracy(model, windows, device=None, ks=(2,), top_m: int = DEFAULT_T
 
     ``windows``: a LongTensor / array (N, T) or a list of token lists (e.g.
     ``lab.agreement.agreement_windows``, or ``Windows.heldout_batch()``'s
-    tokens with its ``mask``: then only scored targets x[t+k] count). Exact
+    tokens with its ``mask``: then only positions whose x[t+1..t+k] are all
+scored targets count). Exact
     where V^(k-1) <= ``exact_limit``, else the top-``top_m`` tree (module
     docstring). At most ``max_positions`` positions per k, windows in order.
     Returns the ``future_acc/k=K/...`` metrics of the module docstring for

@@ -25,8 +25,6 @@ def test_tiny_model_learns_negation(tmp_path):
     assert final["accuracy/ops=1"] >= 0.9, final  # chance: 0.04%
     assert final["valid/accuracy/ops=1"] >= 0.9, final
     # the final eval's marginalization baseline (exact over the 257-token vocabulary): a model that knows each
-    # answer digit also knows the one after next by summing over the digit between. Of the 5 scored targets
-    # x[t+2] (4 answer digits and the newline), the first digit is reached through "=", which the model was never
-    # trained to predict (the prompt is context, without loss): 4 of 5 right is what a perfect answerer gets.
-    assert 0.75 <= final["future_acc/k=2/marginal"] and final["future_acc/k=2/marginal_mass"] == 1.0, final
+    # answer digit also knows the one after next by summing over the digit between
+    assert final["future_acc/k=2/marginal"] >= 0.9 and final["future_acc/k=2/marginal_mass"] == 1.0, final
     assert "future_acc/k=2/head" not in final  # n = 1: no second head to compare

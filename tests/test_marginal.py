@@ -131,7 +131,8 @@ def test_mask_budget_and_approximation_switch():
     model = _model("parallel", 2)
     x = torch.randint(0, V, (3, 6), generator=torch.Generator().manual_seed(6))
     mask = torch.zeros(3, 6, dtype=torch.bool)
-    mask[1, 4] = mask[2, 3] = True  # two scored targets: x[1, 4] (t=2) and x[2, 3] (t=1)
+    mask[1, 3:5] = mask[2, 2:4] = True  # x[t+1], x[t+2] scored at two positions: x[1, 4] (t=2) and x[2, 3] (t=1)
+    mask[0, 4] = True  # x[0, 4] scored but not x[0, 3]: no position (the token summed over is not a target)
     out = future_accuracy(model, x, ks=(2,), mask=mask)
     p1, p2 = window_marginals(model, x[1], 2, None, [2])[0], window_marginals(model, x[2], 2, None, [1])[0]
     expected = (int(p1.argmax() == x[1, 4]) + int(p2.argmax() == x[2, 3])) / 2
