@@ -5,10 +5,10 @@ is still running: they draw what has finished and say what is missing.
 Plugged into ``mtplab`` through the ``mtplab.commands`` entry point.
 
 Example:
-    $ mtplab plot sweeps/polyarith.yaml                  # -> runs/<study>/figures/*.png|pdf|csv
-    $ mtplab report sweeps/polyarith.yaml                # -> runs/<study>/report.md (+ figures)
+    $ mtplab plot sweeps/quickstart.yaml                 # -> runs/<study>/figures/*.png|pdf|csv
+    $ mtplab report sweeps/quickstart.yaml               # -> runs/<study>/report.md (+ figures)
     $ mtplab plot --storage postgresql://me@db/lab --study poly --out figs
-    $ mtplab report sweeps/lr.yaml --select-best train.lr   # best of the swept lrs per (n, size, seed)
+    $ mtplab report sweeps/arithmetic-cpu.yaml --select-best train.lr   # best lr per (n, size, seed), on validation
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def add_parser(sub, bench_sub) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser("plot", help="figures of a study (PNG, PDF and the CSV drawn)", formatter_class=fmt,
                        description="Draw the figures that fit the study's task from what has finished.",
-                       epilog="examples:\n  mtplab plot sweeps/polyarith.yaml\n"
+                       epilog="examples:\n  mtplab plot sweeps/quickstart.yaml\n"
                               "  mtplab plot --storage runs/poly/journal.log --study poly --out figs\n"
                               "  mtplab plot --storage postgresql://me@db/lab --study induction --checkpoint final\n"
                               "  mtplab plot sweeps/lr.yaml --select-best train.lr")
@@ -236,7 +236,7 @@ def add_parser(sub, bench_sub) -> None:
     r = sub.add_parser("report", help="markdown report of a study: budget, tables, tests, figures, paper values",
                        formatter_class=fmt,
                        description="Write a markdown report (and its figures) from what has finished.",
-                       epilog="examples:\n  mtplab report sweeps/polyarith.yaml\n"
+                       epilog="examples:\n  mtplab report sweeps/quickstart.yaml\n"
                               "  mtplab report --study poly --out results/poly.md\n"
                               "  mtplab report sweeps/lr.yaml --select-best train.lr --checkpoint best-by-test")
     _common(r)

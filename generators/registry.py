@@ -62,8 +62,9 @@ class Task:
 
         task = TaskCls(config)
         train = task.build("train", seed)      # list of JSON-able records
-        test = task.build("test", seed)
         enc = task.make_tokenizer(train)       # a tiktoken.Encoding
+        test = task.build("test", seed)
+        valid = task.build("valid", seed)      # only if "valid" in task.splits
         text = task.document(record)           # what the model is trained on
         metrics = task.evaluate(model, test, enc, device)
 

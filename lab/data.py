@@ -1,8 +1,8 @@
-"""Dataset cache (token shards + eval set + tokenizer) and the batch order.
+"""Dataset cache (one token stream + eval sets + tokenizer) and the batch order.
 
 A task's data is built once per (task config, data seed) and cached under
 ``$MTPLAB_CACHE_DIR`` (default ``~/.cache/mtplab``) in a folder named by a hash
-of both::
+of both, the data format version and the task's code (``dataset_key``)::
 
     polyarith-1a2b3c4d5e6f7a8b/
         meta.json        task, config, seed, token count, tokenizer hash, build time
