@@ -43,6 +43,8 @@ def read_spec(path: str) -> dict:
     import yaml
 
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{path} is a folder; give a sweep spec file (YAML), e.g. sweeps/quickstart.yaml")
     if not p.is_file():
         raise UserError(f"spec file {path} does not exist")
     if p.suffix in (".log", ".db", ".sqlite", ".sqlite3", ".journal"):

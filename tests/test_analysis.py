@@ -478,6 +478,7 @@ def test_metric_table_spread():
     (["plot", "--storage", "ROOT/missing.log", "--study", "poly"], "does not exist"),
     (["plot", "--storage", "postgresql://u:pw@127.0.0.1:1/x", "--study", "poly"], "cannot reach storage"),
     (["plot", "ROOT/nospec.yaml"], "spec file"),
+    (["report", "ROOT"], "is a folder; give a sweep spec file"),
     (["plot", "JOURNAL"], "is not a sweep spec"),
     (["plot"], "give a sweep spec file"),
     (["plot", "--storage", "JOURNAL", "--study", "poly", "--checkpoint", "newest"], "invalid choice"),
