@@ -42,6 +42,7 @@ TRAIN_FLAGS = {
     "micro_batch": "train.micro_batch", "context": "train.context", "lr": "train.lr", "seed": "train.seed",
     "data_seed": "train.data_seed", "device": "train.device", "eval_interval": "train.eval_interval",
     "eval_examples": "train.eval_examples", "warmup_steps": "train.warmup_steps", "dtype": "train.dtype",
+    "init_from": "train.init_from", "freeze": "train.freeze",
 }
 
 
@@ -254,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  mtplab train --task polyarith --size 1M --n 2 --out runs/x\n"
                               "  mtplab train --task polyarith --size 1M --n 4 --head-kind causal --tokens 5e6 --out runs/y\n"
                               "  mtplab train --resume runs/x\n"
-                              "  mtplab train --task polyarith --set model.heads_on_top=true --set train.lr=3e-4 --out runs/z")
+                              "  mtplab train --task polyarith --set model.heads_on_top=true --set train.lr=3e-4 --out runs/z\n"
+                              "  mtplab train --init-from runs/x --n 4 --freeze trunk --out runs/x-n4   "
+                              "(docs/from-next-token.md)")
     s.add_argument("--task", help="task name (mtplab tasks); default polyarith")
     s.add_argument("--out", help="run folder to create")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
@@ -263,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--head-kind", help="parallel | linear | causal | anticausal | sequential")
     s.add_argument("--heads-on-top", action="store_true", help="add the n-1 extra heads on top (no parameter matching)")
     s.add_argument("--loss-weights", help="per-head loss weights, e.g. 1,0.5,0.5,0.5")
+    s.add_argument("--init-from", metavar="RUN_DIR",
+                   help="start from RUN_DIR's checkpoint: its trunk and heads loaded, the missing heads added on top "
+                        "(train.init_from; give the same task and size)")
+    s.add_argument("--freeze", help="parts kept fixed: none | trunk | trunk,source_heads (train.freeze)")
     s.add_argument("--tokens", help="training budget in tokens (e.g. 2e6; at most 1e13)")
     s.add_argument("--steps", help="training budget in optimizer steps (overrides --tokens; 0: from --tokens)")
     s.add_argument("--batch-tokens", help="tokens per optimizer step")

@@ -187,6 +187,25 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (CUDA)
     threads: int = 0  # CPU threads for torch; 0 = torch's default (sweeps set cores // workers)
     progress: bool = True  # tqdm bar
+    # ---- starting from another run, and training parts of the model (lab.finetune, docs/from-next-token.md) ----
+    # A run folder whose checkpoint this run starts from (e.g. a trained n=1 model): its embedding, trunk, heads,
+    # final norm and unembedding are loaded; heads it lacks are added on top (model.heads_on_top is forced on).
+    # "" = a fresh model. Read only at the start: a resumed run continues from its own checkpoint.
+    init_from: str = ""
+    init_heads: str = "copy"  # heads the source lacks: "copy" (of the source's last head) | "random" (fresh init)
+    # Parameter groups kept fixed for the whole run (not in the optimizer at all): "none"; "trunk" = every
+    # parameter the heads share (embedding, trunk layers, final norm, unembedding); "source_heads" = the heads
+    # loaded from train.init_from. "trunk,source_heads" trains only the added heads (the source model's own
+    # outputs then stay exactly as they were).
+    freeze: tuple[str, ...] = ()
+    trunk_lr_mult: float = 1.0  # the trunk's lr = schedule x this (>= 0; same "trunk" as train.freeze)
+    head_lr_mult: float = 1.0  # every head's lr = schedule x this (>= 0)
+    head_warmup_steps: int = 0  # the first K steps train the heads only (trunk fixed), then everything
+    # Anneal the loss weights of heads 2..n linearly from model.loss_weights (the start) to these end values
+    # over the first loss_weight_anneal_steps steps, then keep them (modded-nanogpt anneals its extra targets
+    # to pure next-token prediction: end 0). One value (for every head 2..n) or n-1 values; 0 steps = off.
+    loss_weight_anneal_steps: int = 0
+    loss_weights_end: tuple[float, ...] = ()
 
     @property
     def seqs_per_step(self) -> int:
@@ -203,8 +222,21 @@ class TrainConfig:
             return self.steps
         return max(1, self.tokens // (self.seqs_per_step * self.context))
 
-    def validate(self) -> "TrainConfig":
+    @property
+    def frozen(self) -> frozenset[str]:
+        """The groups of ``freeze`` (``"none"`` dropped).
+
+        Example:
+            >>> sorted(TrainConfig(freeze=("trunk",)).frozen), TrainConfig(freeze=("none",)).frozen
+            (['trunk'], frozenset())
+        """
+        return frozenset(self.freeze) - {"none"}
+
+    def validate(self, model: "ModelConfig | None" = None) -> "TrainConfig":
         """Every field's range, in one place; a one-line UserError naming the field and what it takes.
+
+        With ``model`` (its ModelConfig, resolved or not), the checks that need it too
+        (the loss-weight anneal's length, init_from's heads on top).
 
         Example:
             >>> TrainConfig(context=256, beta2=1.0).validate()
@@ -246,8 +278,54 @@ class TrainConfig:
                 raise UserError(f"train.{name} must be >= 0 (0: {_ZERO_MEANS[name]}), got {getattr(self, name)}")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise UserError(f"unknown dtype '{self.dtype}'; choose auto, float32 or bfloat16")
+        self._validate_finetune(model)
         return self
 
+    def _validate_finetune(self, model: "ModelConfig | None") -> None:
+        """The fields of init_from, freezing, per-group lrs and the loss-weight anneal (lab.finetune)."""
+        if self.init_heads not in INIT_HEADS:
+            raise UserError(f"unknown train.init_heads '{self.init_heads}'; choose {' or '.join(INIT_HEADS)}")
+        unknown = [g for g in self.freeze if g not in FREEZE_GROUPS]
+        if unknown:
+            raise UserError(f"unknown train.freeze group '{unknown[0]}'; choose none, or any of "
+                            f"{', '.join(FREEZE_GROUPS[1:])} (comma-separated)")
+        if "none" in self.freeze and len(self.freeze) > 1:
+            raise UserError(f"train.freeze 'none' cannot be combined with other groups, got {','.join(self.freeze)}")
+        if "source_heads" in self.frozen and not self.init_from:
+            raise UserError("train.freeze=source_heads needs train.init_from (the source run whose heads stay fixed)")
+        for name in ("trunk_lr_mult", "head_lr_mult"):
+            if not (0 <= getattr(self, name) < math.inf):
+                raise UserError(f"train.{name} must be a finite number >= 0 (the lr is schedule x it), "
+                                f"got {getattr(self, name)}")
+        if self.head_lr_mult == 0 and (self.trunk_lr_mult == 0 or "trunk" in self.frozen):
+            raise UserError("nothing would train: train.head_lr_mult is 0 and the trunk is frozen or has lr "
+                            "multiplier 0")
+        for name in ("head_warmup_steps", "loss_weight_anneal_steps"):
+            if getattr(self, name) < 0:
+                raise UserError(f"train.{name} must be >= 0 (0: off), got {getattr(self, name)}")
+        if any(not (0 <= w < math.inf) for w in self.loss_weights_end):
+            raise UserError(f"train.loss_weights_end must be finite and >= 0, got {list(self.loss_weights_end)}")
+        if bool(self.loss_weight_anneal_steps) != bool(self.loss_weights_end):
+            raise UserError("the loss-weight anneal needs both train.loss_weight_anneal_steps (> 0) and "
+                            "train.loss_weights_end (the end weights of heads 2..n); set both or neither")
+        if model is None:
+            return
+        if self.init_from and not model.heads_on_top:
+            raise UserError("train.init_from keeps every layer of the source model and adds heads on top; "
+                            "model.heads_on_top=false (parameter matching) would delete trained trunk layers: drop it")
+        if self.loss_weights_end:
+            if model.n < 2:
+                raise UserError(f"train.loss_weights_end anneals the weights of heads 2..n, but n={model.n}")
+            if len(self.loss_weights_end) not in (1, model.n - 1):
+                raise UserError(f"train.loss_weights_end has {len(self.loss_weights_end)} entries; give one value or "
+                                f"n-1 = {model.n - 1} (the end weights of heads 2..{model.n})")
+            if model.weights[0] == 0 and not any(self.loss_weights_end):
+                raise UserError("the loss-weight anneal ends with every weight 0 (head 1's weight is 0 and "
+                                "train.loss_weights_end all 0)")
+
+
+INIT_HEADS = ("copy", "random")  # TrainConfig.init_heads
+FREEZE_GROUPS = ("none", "trunk", "source_heads")  # TrainConfig.freeze (lab.finetune.part_of says which is which)
 
 _ZERO_MEANS = {
     "micro_batch": "the whole batch at once", "eval_interval": "5 evals per run", "eval_examples": "all",
@@ -390,11 +468,17 @@ def build_run_config(task: str, overrides: dict[str, Any] | None = None) -> RunC
     train = build_dataclass(TrainConfig, groups["train"], where="train")
     if train.context == 0:
         train = dataclasses.replace(train, context=task_cls.default_context)
+    if train.init_from and "heads_on_top" not in groups["model"]:
+        # Heads are added on top of a source model, never in place of its trained trunk layers; an explicit
+        # model.heads_on_top=false is refused by TrainConfig.validate, with the reason.
+        groups["model"]["heads_on_top"] = True
+    model = build_dataclass(ModelConfig, groups["model"], where="model")
+    train = train.validate(model)  # first: it says why init_from and parameter matching conflict
     return RunConfig(
         task_name=task,
         task=build_dataclass(task_cls.Config, groups["task"], where="task"),
-        model=build_dataclass(ModelConfig, groups["model"], where="model").resolved(),
-        train=train.validate(),
+        model=model.resolved(),
+        train=train,
     )
 
 

@@ -44,6 +44,7 @@ import torch
 
 from generators import registry
 from lab import checkpoint as ckpt
+from lab import finetune
 from lab.config import RunConfig
 from lab.data import Windows, prepare
 from lab.errors import UserError
@@ -98,11 +99,13 @@ def lr_at(step: int, total: int, train) -> float:
     return train.lr * (train.min_lr_ratio + (1 - train.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def build_optimizer(model, train, device) -> torch.optim.AdamW:
-    """AdamW(beta1, beta2), weight decay on matrices only (norm gains excluded)."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def build_optimizer(model, train, device, n_source: int = 0) -> torch.optim.AdamW:
+    """AdamW(beta1, beta2), weight decay on matrices only (norm gains excluded).
+
+    Frozen parts (``train.freeze``) are not in it; every group carries the
+    ``lr_mult`` of its part (:func:`lab.finetune.param_groups`).
+    """
+    groups = finetune.param_groups(model, train, n_source)
     return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2),
                              fused=device.type == "cuda")
 
@@ -281,13 +284,23 @@ class _Run:
         self.device = select_device(config.train.device)
         if config.train.threads > 0:
             torch.set_num_threads(config.train.threads)
-        self.task, self.data, self.model = setup(config, self.device, quiet=quiet, rebuild=rebuild)
-        self.counts = self.model.param_counts()
         tc = config.train
+        # train.init_from: the source is read and checked before anything is built (and before the run
+        # folder exists); a resumed run continues from its own checkpoint and only needs its head count.
+        self.source = None if resume else finetune.read_source(config)
+        n_source = self.source.n if self.source else finetune.recorded_source_heads(run_dir) if resume else 0
+        self.task, self.data, self.model = setup(config, self.device, quiet=quiet, rebuild=rebuild)
+        if self.source:
+            finetune.load_into(self.model, self.source, tc.init_heads)
+        finetune.freeze(self.model, tc, n_source)
+        if not finetune.trunk_trains(tc, 0):  # frozen, or a head warmup
+            finetune.anchor_trunk_output(self.model)  # lab.loss needs a trunk output with a graph
+        self._trunk_on = True  # whether the trunk's gradients are on now (the head warmup turns them off)
+        self.counts = self.model.param_counts()
         self.total = tc.total_steps()
         self.windows = run_windows(config, self.data)
         self.eot = self.data.enc.eot_token if config.train.document_mask else None  # attention within documents
-        self.optimizer = build_optimizer(self.model, tc, self.device)
+        self.optimizer = build_optimizer(self.model, tc, self.device, n_source)
         self.autocast = autocast_for(self.device, tc.dtype)
         if tc.compile:
             for module in self.model.modules():
@@ -386,7 +399,12 @@ class _Run:
         tc = self.config.train
         lr = lr_at(self.step, self.total, tc)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_mult", 1.0)  # per-part multiplier (lab.finetune.param_groups)
+        if tc.head_warmup_steps and "trunk" not in tc.frozen and self._trunk_on != finetune.trunk_trains(tc, self.step):
+            self._trunk_on = not self._trunk_on  # the trunk has no gradient (AdamW skips it) until the warmup ends
+            finetune.set_trunk_trainable(self.model, self._trunk_on)
+        if tc.loss_weight_anneal_steps:
+            finetune.set_loss_weights(self.model, finetune.loss_weights_at(self.config.model, tc, self.step))
         seqs = tc.seqs_per_step
         micro = tc.micro_batch or seqs
         chunks = [min(micro, seqs - i) for i in range(0, seqs, micro)]
@@ -422,10 +440,12 @@ class _Run:
                 f"config (e.g. model.rope_base), and train again")
 
     def log_line(self, out: dict, tokens_per_s: float) -> dict:
-        weights = self.config.model.weights
+        weights = self.model.config.weights  # the step's weights (train.loss_weight_anneal_steps moves them)
         row = {"step": self.step, "tokens": self.tokens_seen, "epoch": round(self.windows.epochs(self.position), 4),
                "lr": out["lr"], "loss": sum(w * l for w, l in zip(weights, out["loss"])),
                "grad_norm": out["grad_norm"], "tokens_per_s": round(tokens_per_s, 1)}
+        if self.config.train.loss_weight_anneal_steps:
+            row["loss_weights"] = list(weights)
         for i, (l, a) in enumerate(zip(out["loss"], out["acc"]), start=1):
             row[f"loss/head={i}"], row[f"acc/head={i}"] = l, a
         with open(self.run_dir / "metrics.jsonl", "a") as f:
@@ -525,11 +545,17 @@ def run(config: RunConfig, run_dir: str | Path, *, resume: bool = False, quiet: 
               f"(trunk {config.model.trunk_layers} + {config.model.n} {config.model.head_kind} heads) | "
               f"parameters: {c['total']:,} total, {c['non_embedding']:,} non-embedding | device {r.device} | "
               f"{r.total} steps x {config.train.seqs_per_step * config.train.context:,} tokens", flush=True)
+        if r.source:
+            print(f"init from {r.source.run_dir} (step {r.source.step}, n={r.source.n}): {config.model.n - r.source.n} "
+                  f"heads added ({config.train.init_heads}); frozen: {','.join(sorted(config.train.frozen)) or 'none'}",
+                  flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "config.json").exists():
         data = config.to_dict()
         data["meta"] = {"env": ckpt.environment(), "params": r.counts, "dataset": str(r.data.path),
                         "vocab_size": r.model.config.vocab_size}
+        if r.source:  # where the run's weights came from (train.init_from as given is in data["train"])
+            data["meta"]["init_from"] = r.source.meta()
         ckpt.write_json(run_dir / "config.json", data)
     if not r.finished:
         r.loop()
