@@ -181,6 +181,8 @@ def cmd_report(args) -> int:
     out = Path(args.out or f"runs/{data.name}/report.md")
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give the report's file name, e.g. {out / 'report.md'}")
+    if out.parent.is_file():
+        raise UserError(f"--out {out}: {out.parent} is a file, not a folder")
     check_output_dir(out.parent, "--out")
     fig_dir = check_output_dir(args.figures if args.figures else (
         f"runs/{data.name}/figures" if not args.out else out.parent / "figures"), "--figures")

@@ -127,6 +127,8 @@ def cmd_curves(args) -> int:
     if labels and len(labels) != len(args.runs):
         raise UserError(f"--label given {len(labels)} times for {len(args.runs)} runs; give one per run or none")
     out = Path(args.out)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a .png path (a .pdf and a .csv are written beside it)")
     if out.suffix.lower() not in (".png", ""):
         raise UserError(f"--out {out}: give a .png path (a .pdf and a .csv are written beside it)")
     for path in (out.with_suffix(".png"), out.with_suffix(".pdf"), out.with_suffix(".csv")):

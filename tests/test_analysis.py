@@ -589,6 +589,7 @@ def test_search_trials_best_per_cell_and_missing_units(tmp_path, capsys):
 
 @pytest.mark.parametrize("where, message", [
     ("FILE/sub/report.md", "is a file, not a folder"),
+    ("FILE/report.md", "FILE is a file, not a folder"),
     ("DIR", "is a folder; give the report's file name"),
     ("/proc/mtplab/report.md", "cannot write in /proc"),
 ])

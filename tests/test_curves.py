@@ -40,4 +40,6 @@ def test_curves_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1, err
     assert main(["curves", str(a), "--metric", "acc", "--out", str(tmp_path / "nodir" / "c.png")]) == 2
-    assert not list(tmp_path.glob("cal.*"))
+    assert main(["curves", str(a), "--metric", "acc", "--out", str(a)]) == 2  # a folder: not a.png beside it
+    assert "is a folder" in capsys.readouterr().err
+    assert not list(tmp_path.glob("cal.*")) and not list(tmp_path.glob("a.*"))
