@@ -30,7 +30,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from . import lexicon as L
+from . import lexicon
 from .lexicon import Thing
 from .names import pick_name
 from .writer import Writer
@@ -62,8 +62,8 @@ def _sample(rng: random.Random, seq, k: int):
     return rng.sample(seq, min(k, len(seq)))
 
 
-HUMAN_PLACES = tuple(p for p in L.PLACES)
-ANIMAL_PLACES = tuple(p for p in L.PLACES if p.noun in (
+HUMAN_PLACES = tuple(p for p in lexicon.PLACES)
+ANIMAL_PLACES = tuple(p for p in lexicon.PLACES if p.noun in (
     "forest", "meadow", "river", "lake", "farm", "garden", "mountain", "snowy hill", "island", "park", "beach"))
 PET_ACTS = {
     "dog": ("barked", "wagged {his} tail", "ran in circles"), "puppy": ("barked", "wagged {his} tail", "jumped up and down"),
@@ -112,10 +112,10 @@ def _cast(w: Writer, rng: random.Random, n_named: int) -> None:
     animal_world = rng.random() < 0.3
     ga = "f" if rng.random() < 0.5 else "m"
     if animal_world:
-        kind_a = w.pick(L.HERO_ANIMALS)
-        kind_b = w.pick([k for k in L.HERO_ANIMALS if k != kind_a])
+        kind_a = w.pick(lexicon.HERO_ANIMALS)
+        kind_b = w.pick([k for k in lexicon.HERO_ANIMALS if k != kind_a])
         place = w.pick(ANIMAL_PLACES)
-        home = L.ANIMAL_HOMES.get(kind_a, "a cozy home " + ("in " if place.prep == "in" else "near ") + f"the {place.noun}")
+        home = lexicon.ANIMAL_HOMES.get(kind_a, "a cozy home " + ("in " if place.prep == "in" else "near ") + f"the {place.noun}")
     else:
         kind_a = {"f": "girl", "m": "boy"}[ga]
         place = w.pick(HUMAN_PLACES)
@@ -139,7 +139,7 @@ def _cast(w: Writer, rng: random.Random, n_named: int) -> None:
         g = "f" if rng.random() < 0.5 else "m"
         if animal_world:
             role = w.pick(("friend", "friend", "elder", "sibling"))
-            kind = w.pick(L.HERO_ANIMALS)
+            kind = w.pick(lexicon.HERO_ANIMALS)
         else:
             role = w.pick(("friend", "friend", "sibling", "pet", "pet", "neighbor", "teacher" if place.noun == "school" else "friend"))
             kind = {"f": "girl", "m": "boy"}[g]
@@ -160,29 +160,29 @@ def _cast(w: Writer, rng: random.Random, n_named: int) -> None:
     ctx["P"] = w.cast("P", *w.pick((("Mom", "f"), ("Dad", "m"), ("Mom", "f"), ("Dad", "m"),
                                      ("Grandma", "f"), ("Grandpa", "m"))), "parent", named=False)
     set_place(w, place)
-    an2 = w.pick(L.ANIMALS)
+    an2 = w.pick(lexicon.ANIMALS)
     ctx["animal2"] = Thing(an2)
     ctx["animals2"] = plural(an2)
-    noun, adjs, pl_ = w.pick(L.OBJECTS)
+    noun, adjs, pl_ = w.pick(lexicon.OBJECTS)
     ctx["obj"] = Thing(noun, w.pick(adjs), plural=pl_)
-    noun2, adjs2, pl2 = w.pick([o for o in L.OBJECTS if o[0] != noun])
+    noun2, adjs2, pl2 = w.pick([o for o in lexicon.OBJECTS if o[0] != noun])
     ctx["obj2"] = Thing(noun2, w.pick(adjs2), plural=pl2)
-    fname, fkind = w.pick(L.FOODS)
+    fname, fkind = w.pick(lexicon.FOODS)
     ctx["food"] = Thing(fname, plural=fkind == "p", mass=fkind == "m")
-    ctx["home"] = w.r(home)
-    ctx["hobby"], ctx["hobby2"], ctx["hobby3"] = _sample(rng, L.HOBBIES, 3)  # the hero's two, a friend's one
+    ctx["home"] = w.render(home)
+    ctx["hobby"], ctx["hobby2"], ctx["hobby3"] = _sample(rng, lexicon.HOBBIES, 3)  # the hero's two, a friend's one
     ctx["Akind"] = Thing(kind_a)
     ctx["Bkind"] = Thing(kind_b)
-    small = w.pick(L.SMALL_ADJ)
-    ctx["Adesc"] = Thing(kind_a, f"{w.pick(L.KIND_ADJ)} {small}" if rng.random() < 0.6 else small)
-    ctx["Bdesc"] = Thing(kind_b, w.pick(L.KIND_ADJ))
-    ctx["Aadj"] = w.pick(L.KIND_ADJ)
+    small = w.pick(lexicon.SMALL_ADJ)
+    ctx["Adesc"] = Thing(kind_a, f"{w.pick(lexicon.KIND_ADJ)} {small}" if rng.random() < 0.6 else small)
+    ctx["Bdesc"] = Thing(kind_b, w.pick(lexicon.KIND_ADJ))
+    ctx["Aadj"] = w.pick(lexicon.KIND_ADJ)
     ctx.update(
-        game=w.pick(L.GAMES), color=w.pick(L.COLORS),
-        color2=w.pick(L.COLORS),
-        weather=w.pick(L.WEATHER if place.noun in ("snowy hill", "mountain") else tuple(x for x in L.WEATHER if x != "snowy")),
-        time=w.pick(L.TIMES), day=w.pick(L.DAYS), season=w.pick(L.SEASONS), sound=w.pick(L.SOUNDS),
-        happy=w.pick(L.HAPPY), happy2=w.pick(L.HAPPY), sad=w.pick(L.SAD), scared=w.pick(L.SCARED),
+        game=w.pick(lexicon.GAMES), color=w.pick(lexicon.COLORS),
+        color2=w.pick(lexicon.COLORS),
+        weather=w.pick(lexicon.WEATHER if place.noun in ("snowy hill", "mountain") else tuple(x for x in lexicon.WEATHER if x != "snowy")),
+        time=w.pick(lexicon.TIMES), day=w.pick(lexicon.DAYS), season=w.pick(lexicon.SEASONS), sound=w.pick(lexicon.SOUNDS),
+        happy=w.pick(lexicon.HAPPY), happy2=w.pick(lexicon.HAPPY), sad=w.pick(lexicon.SAD), scared=w.pick(lexicon.SCARED),
         age=w.pick(AGES), vehicle=w.pick(VEHICLES),
     )
 
@@ -195,7 +195,7 @@ def set_place(w: Writer, place) -> None:
         'at the zoo'
     """
     if isinstance(place, str):
-        place = next(p for p in L.PLACES if p.noun == place)
+        place = next(p for p in lexicon.PLACES if p.noun == place)
     ctx, rng = w.ctx, w.rng
     ctx["place"] = place
     f = _sample(rng, place.features, 4)
@@ -212,7 +212,7 @@ def demo_writer(seed: int = 0, n_named: int = 2, target_words: int = 150) -> Wri
     """A writer with a cast and a setting, to try beats by hand.
 
     Example:
-        >>> w = demo_writer(); w.s("{A} and {B} went {place:to}."); w.text().count(" ") > 3
+        >>> w = demo_writer(); w.sentence("{A} and {B} went {place:to}."); w.text().count(" ") > 3
         True
     """
     rng = random.Random(f"demo:{seed}")
@@ -245,18 +245,18 @@ def opening(w: Writer) -> None:
             w.say("P", "[Wake up|Good morning|Time to get up], {A}!", "{A}, [breakfast is ready|it is a beautiful day]!", pattern=0)
         else:
             w.say("A", "[Look|Come and see|Guess what], {P}!", "{P}, {P}, [wake up|come quick]!")
-            w.s("{A} ran into the room [with a big smile|in {A:his} pajamas|with {obj:a}].")
+            w.sentence("{A} ran into the room [with a big smile|in {A:his} pajamas|with {obj:a}].")
     elif x < 0.05:
-        w.s("Once upon a time, there was {Adesc:a} named {A}.",
+        w.sentence("Once upon a time, there was {Adesc:a} named {A}.",
             "Once upon a time, in {home}, there lived {Adesc:a} called {A}.")
     elif x < 0.09:
-        w.s("Once there was {Adesc:a} named {A} who loved {hobby}.",
+        w.sentence("Once there was {Adesc:a} named {A} who loved {hobby}.",
             "There once was {Adesc:a} named {A}.", "Long ago, {Adesc:a} named {A} lived in {home}.")
     elif x < 0.15:
-        w.s("One day, {Adesc:a} named {A} [woke up early|looked out of the window|was feeling {happy}].",
+        w.sentence("One day, {Adesc:a} named {A} [woke up early|looked out of the window|was feeling {happy}].",
             "One {weather} {time}, {A} [woke up early|could not wait to go outside|was humming a song].")
     else:
-        w.s("{A} was {Adesc:a} who lived in {home}.",
+        w.sentence("{A} was {Adesc:a} who lived in {home}.",
             "{A} loved {hobby} more than anything.",
             "It was a {weather} {time}, and {A} [could not sit still|was bored|wanted to go outside|was humming a little song].",
             "{A} woke up early on {day}[ morning|].",
@@ -275,7 +275,7 @@ def opening(w: Writer) -> None:
             "There was {Adesc:a} named {A}, and {A:he} had {obj:a}.",
             "Today was a special day for {A}.")
     if w.chance(0.55):
-        w.s("{A} liked {hobby} and {hobby2}.",
+        w.sentence("{A} liked {hobby} and {hobby2}.",
             "{A:Ref} had [big|bright|kind] [blue|brown|green|black] eyes and a [loud|soft|funny|happy] laugh." if w.ctx["animal_world"] else
             "{A:Ref} had {color} [shoes|boots|socks] and a [loud|soft|funny|happy] laugh.",
             "{A:Ref} lived with {P}[, who loved {A:him} very much|, who told the best stories|].",
@@ -292,26 +292,26 @@ def introduce_b(w: Writer) -> None:
     """
     rel = w.ctx["Brel"]
     if rel in ("sister", "brother", "big sister", "little brother"):
-        w.s("{A} had a {Brel} named {B}.", "{A:His} {Brel}, {B}, [was always full of ideas|liked to do everything {A} did|loved {hobby3}].",
+        w.sentence("{A} had a {Brel} named {B}.", "{A:His} {Brel}, {B}, [was always full of ideas|liked to do everything {A} did|loved {hobby3}].",
             "{A} shared a room with {A:his} {Brel}, {B}.")
     elif rel == "cousin":
-        w.s("{A}'s cousin {B} was visiting for the [week|holidays|weekend].", "{A:His} cousin {B} [lived close by|came to play every {day}].")
+        w.sentence("{A}'s cousin {B} was visiting for the [week|holidays|weekend].", "{A:His} cousin {B} [lived close by|came to play every {day}].")
     elif w.ctx["animal_world"]:
-        w.s("{A}'s best friend was {B}, {Bdesc:a}.", "{B} the {Bkind} was {A}'s [best|oldest] friend.",
+        w.sentence("{A}'s best friend was {B}, {Bdesc:a}.", "{B} the {Bkind} was {A}'s [best|oldest] friend.",
             "{A} had a friend named {B}, {Bdesc:a} who lived [nearby|close by|down the path].")
     else:
-        w.s("{A}'s [best |]friend was {B}, {Bdesc:a} who lived [next door|down the street|across the road].",
+        w.sentence("{A}'s [best |]friend was {B}, {Bdesc:a} who lived [next door|down the street|across the road].",
             "{A:His} [best |]friend {B} [lived next door|was always ready to play|liked {hobby3}].",
             "{B} was {A}'s [best|good|oldest] friend.", "{A} and {B} were {Brel}s and did everything together.")
 
 
 def _s_new(w: Writer, used: set, *templates: str) -> None:
-    """Like ``w.s``, but C and D never get the same template (``used`` holds the first words of those used)."""
+    """Like ``w.sentence``, but C and D never get the same template (``used`` holds the first words of those used)."""
     key = [t.split()[0].replace("{D", "{C") + str(i) for i, t in enumerate(templates)]
     fresh = [i for i in range(len(templates)) if key[i] not in used] or list(range(len(templates)))
     i = w.pick(fresh)
     used.add(key[i])
-    w.s(templates[i])
+    w.sentence(templates[i])
 
 
 def introduce_extras(w: Writer) -> None:
@@ -366,14 +366,14 @@ def extra_cameo(w: Writer, slot: str, mood: str = "play") -> None:
     his = t[:-1] + ":his}"
     if X.role == "pet":
         act = "[" + "|".join(PET_ACTS[X.kind]).replace("{his}", his) + "]"
-        w.s(f"{t} {act}.", f"{t} the {X.kind} [came too|followed close behind|watched them]." if X.kind in ("dog", "puppy")
+        w.sentence(f"{t} {act}.", f"{t} the {X.kind} [came too|followed close behind|watched them]." if X.kind in ("dog", "puppy")
             else f"{t} the {X.kind} watched [them|everything] from {his} [box|basket|corner].",
             f"Even {t} [seemed to know something was going on|sat still and watched|looked up at {{A}}].")
     elif mood == "worry":
-        w.s(f"{t} [came over|ran up] and asked what was wrong.", f"{t} [saw|noticed] that {{A}} looked {{sad}}.")
+        w.sentence(f"{t} [came over|ran up] and asked what was wrong.", f"{t} [saw|noticed] that {{A}} looked {{sad}}.")
         w.say(slot, "[Can I help|What happened], {A}?", "Don't be {sad}, {A}. [I will help|We can fix this].", tone="kind")
     else:
-        w.s(f"{t} [came along|joined them|came running] and [waved|smiled|laughed].",
+        w.sentence(f"{t} [came along|joined them|came running] and [waved|smiled|laughed].",
             f"Then {t} [showed up|came by] with {{food:a}} for everyone.",
             f"{t} [came along|joined them] and [clapped|cheered|laughed].")
         if w.chance(0.5):
@@ -426,22 +426,22 @@ def _play(w: Writer) -> None:
     x = w.rng.random()
     if x < 0.3 and w.ctx["_plays"]:
         w.ctx["playx"] = w.ctx["_plays"].pop()
-        w.s("They {playx}.", "Then they {playx}.", "{A} and {B} {playx}.", "After that, they {playx}.",
+        w.sentence("They {playx}.", "Then they {playx}.", "{A} and {B} {playx}.", "After that, they {playx}.",
             "Next, {A} and {B} {playx}.")
     elif x < 0.45:
-        w.s("They played {game} [until they were tired|for a long time|and laughed a lot].",
+        w.sentence("They played {game} [until they were tired|for a long time|and laughed a lot].",
             "{B} wanted to play {game}, so they did.")
     elif x < 0.6:
         who = w.pick("AB")
         w.say(who, "[This is so much fun|I love it here|Let's do it again|Watch me]!",
               "Can we stay a little longer?", "Look at me, {B}!" if who == "A" else "Look at me, {A}!", tone="happy")
     elif x < 0.75 and w.ctx["place"].outdoor:
-        w.s(*L.SKY[w.ctx["weather"]],
+        w.sentence(*lexicon.SKY[w.ctx["weather"]],
             "Some {animals} [watched them|played nearby|came to look].", "{animal:A} [ran|hopped|went] past them.")
     elif x < 0.85 and _extras(w):
         extra_cameo(w, w.pick(_extras(w)))
     else:
-        w.s("{A} [laughed|giggled] when {B} [fell in the grass|made a funny face|sneezed].",
+        w.sentence("{A} [laughed|giggled] when {B} [fell in the grass|made a funny face|sneezed].",
             "{B} showed {A} how to [whistle|skip|do a cartwheel|hop on one foot].",
             "{A:Ref} felt {happy}.", "{A} [ran|raced] to {feat2} and back.")
 
@@ -449,33 +449,33 @@ def _play(w: Writer) -> None:
 def _search(w: Writer) -> None:
     x = w.rng.random()
     if x < 0.35:
-        w.s("They looked [near|by|around] {feat2}.", "{A} looked [near|by|around] {feat3}, but {obj:it} {obj:was} not there.",
+        w.sentence("They looked [near|by|around] {feat2}.", "{A} looked [near|by|around] {feat3}, but {obj:it} {obj:was} not there.",
             "{B} [checked|looked] [near|around] {feat4}.", "They looked [high and low|everywhere|in every corner].")
     elif x < 0.55:
         w.say(w.pick("AB"), "Where could {obj:it} be?", "Maybe {obj:it} {obj:is} near {feat2}!", "Let's look over there!",
               "Did you look near {feat3}?", tone="")
     elif x < 0.7:
-        w.s("{B} asked {animal:a} if it had seen {obj:the}, but the {animal:noun} only [blinked|looked at them|went away].",
+        w.sentence("{B} asked {animal:a} if it had seen {obj:the}, but the {animal:noun} only [blinked|looked at them|went away].",
             "They asked everyone they met, but no one had seen {obj:the}.")
     elif x < 0.85 and _extras(w):
         extra_cameo(w, w.pick(_extras(w)), "worry")
     else:
-        w.s("{A} [felt like crying|wanted to give up|sat down with a sigh].", "{A:Ref} was getting [tired|{sad}].",
+        w.sentence("{A} [felt like crying|wanted to give up|sat down with a sigh].", "{A:Ref} was getting [tired|{sad}].",
             "It was getting late.")
 
 
 def _scene(w: Writer) -> None:
     if w.ctx["place"].outdoor:
-        w.s(*L.SKY[w.ctx["weather"]], "[Birds sang in the trees|Bees buzzed in the flowers|A bird sang somewhere].",
+        w.sentence(*lexicon.SKY[w.ctx["weather"]], "[Birds sang in the trees|Bees buzzed in the flowers|A bird sang somewhere].",
             "{animal:A} [watched them|sat near {feat}].", "The air smelled of [flowers|rain|grass|the sea|bread].",
             "There were [many|lots of] {animals} [around|near {feat2}].", "Far away, [a dog barked|a bell rang|someone laughed].")
     else:
-        w.s("It was [warm|quiet|bright|busy] inside.", "[Many people|Some children] were there too.",
+        w.sentence("It was [warm|quiet|bright|busy] inside.", "[Many people|Some children] were there too.",
             "{A} could hear [music|laughing|a clock ticking].", "{A} looked at {feat2}.")
 
 
 def _walk(w: Writer) -> None:
-    w.s("They walked past {feat2}.", "The path went [up a little hill|over a bridge|through the trees|around a big rock].",
+    w.sentence("They walked past {feat2}.", "The path went [up a little hill|over a bridge|through the trees|around a big rock].",
         "{A} [hummed a song|skipped along|counted the [trees|clouds|birds]] on the way.",
         "On the way, they saw {animal2:a}.", "{B} [held|took] {A}'s hand.", "They walked and walked.")
 
@@ -500,10 +500,10 @@ def _talk(w: Writer) -> None:
         w.say("A", "Yes, please!", "Okay!", "Sure, {B}!")
         w.say("B", "Why did the {animal2:noun} cross the road? To get to the other side!",
               "What do you call a sleepy bull? A bull-dozer!", "Why are fish so smart? They live in schools!")
-        w.s("{A} laughed so hard that {A:he} [fell over|had to sit down|snorted].", "{A} [giggled|laughed and laughed].")
+        w.sentence("{A} laughed so hard that {A:he} [fell over|had to sit down|snorted].", "{A} [giggled|laughed and laughed].")
     elif k == 2:
         w.say("A", "I wish we could do this every day.", "You are [my best friend|so funny], {B}.", tone="happy")
-        w.s("{B} [smiled|laughed|nodded].", "{B} smiled and said, \"Me too, {A}.\"")
+        w.sentence("{B} [smiled|laughed|nodded].", "{B} smiled and said, \"Me too, {A}.\"")
     else:
         w.say("A", "Guess what I saw yesterday, {B}?")
         w.say("B", "What?", "What did you see?")
@@ -511,12 +511,12 @@ def _talk(w: Writer) -> None:
 
 
 def _alone(w: Writer) -> None:
-    w.s("{A} sat by the window [for a long time|and looked out].", "{A} [kicked a little stone|looked at the floor|sighed].",
+    w.sentence("{A} sat by the window [for a long time|and looked out].", "{A} [kicked a little stone|looked at the floor|sighed].",
         "{A} did not feel like playing.", "The house was very quiet.", "{A} thought about {B}.")
 
 
 def _worry(w: Writer) -> None:
-    w.s("{A} felt a little {sad}.", "{A} [sat down|looked around] and [sighed|wiped {A:his} eyes].",
+    w.sentence("{A} felt a little {sad}.", "{A} [sat down|looked around] and [sighed|wiped {A:his} eyes].",
         "{A}'s [lip|chin] began to shake.")
     if w.chance(0.6):
         w.say("B", "We will find a way, {A}.", "Don't worry, {A}. I am here.", tone="kind")
@@ -536,7 +536,7 @@ def lost_object(w: Writer) -> None:
         >>> generate_story(0, 0, shape="lost_object").shape
         'lost_object'
     """
-    s, say = w.s, w.say
+    s, say = w.sentence, w.say  # shorthands of the story language below
     s("{A} had {obj:a}.", "{A}'s favorite thing was {obj:a}.", "{A} had {obj:a} that [{P} gave {A:him}|{A:he} got for {A:his} birthday].")
     s("{A:Ref} loved {obj:it} very much and took {obj:it} everywhere.", "{A} [took {obj:it} everywhere|never let {obj:it} out of sight].",
       "{A:Ref} kept {obj:it} in {A:his} [pocket|bag|room] [all the time|every day].")
@@ -590,7 +590,7 @@ def new_friend(w: Writer) -> None:
         >>> generate_story(0, 1, shape="new_friend").shape
         'new_friend'
     """
-    s, say = w.s, w.say
+    s, say = w.sentence, w.say  # shorthands of the story language below
     s("{A} [had just moved to a new town|was new {place:at}] and did not know anyone.", "{A} was a bit shy and often played alone.",
       "{A} wanted a friend to play with.", "Every day, {A} played alone {place:at}.")
     fill(w, "scene", 0.2, 2)
@@ -638,7 +638,7 @@ def problem_solved(w: Writer) -> None:
         >>> generate_story(0, 2, shape="problem_solved").shape
         'problem_solved'
     """
-    s, say = w.s, w.say
+    s, say = w.sentence, w.say  # shorthands of the story language below
     kind = w.pick(("stuck_high", "animal_stuck", "broken", "blocked"))
     s("One {weather} {time}, {A} and {B} [went|ran] {place:to}.", "{A} and {B} were playing {place:at}.",
       "{A} took {A:his} {obj} {place:to} with {B}.")
@@ -712,7 +712,7 @@ def trip(w: Writer) -> None:
         >>> generate_story(0, 3, shape="trip").shape
         'trip'
     """
-    s, say = w.s, w.say
+    s, say = w.sentence, w.say  # shorthands of the story language below
     x = w.rng.random()
     if x < 0.5:
         say("P", "Let's go {place:to} today!", "Who wants to go {place:to}?", "Get your shoes on, we are going {place:to}!", tone="happy")
@@ -776,7 +776,7 @@ def lesson(w: Writer) -> None:
         >>> generate_story(0, 4, shape="lesson").shape
         'lesson'
     """
-    s, say = w.s, w.say
+    s, say = w.sentence, w.say  # shorthands of the story language below
     kind = w.pick(("share", "truth", "listen", "patience", "kind_words", "try_food"))
     if kind == "share":
         s("{A} had {obj:a} that everyone liked.", "{A} got {obj:a} as a present.")
@@ -869,7 +869,7 @@ def surprise(w: Writer) -> None:
         >>> generate_story(0, 5, shape="surprise").shape
         'surprise'
     """
-    s, say = w.s, w.say
+    s, say = w.sentence, w.say  # shorthands of the story language below
     who = "C" if w.has("C") and w.ctx["C"].role != "pet" and w.chance(0.4) else "P"
     w.ctx["S"] = w.ctx[who]
     occasion = w.pick(("birthday", "party", "gift"))
@@ -908,7 +908,7 @@ def brave(w: Writer) -> None:
         >>> generate_story(0, 6, shape="brave").shape
         'brave'
     """
-    s, say = w.s, w.say
+    s, say = w.sentence, w.say  # shorthands of the story language below
     fear = w.ctx["fear"]
     intro = {
         "dark": ("{A} was afraid of the dark.", "Every night, {A} was {scared} when the lights went out."),
@@ -968,7 +968,7 @@ def helping(w: Writer) -> None:
         >>> generate_story(0, 7, shape="helping").shape
         'helping'
     """
-    s, say = w.s, w.say
+    s, say = w.sentence, w.say  # shorthands of the story language below
     kind = w.pick(("bird", "duckling", "neighbor", "clean"))
     if kind == "bird":
         s("One {time}, {A} and {B} found a little bird {place:at}.", "Near {feat}, {A} found a little bird on the ground.")
@@ -1023,7 +1023,7 @@ def contest(w: Writer) -> None:
         >>> generate_story(0, 8, shape="contest").shape
         'contest'
     """
-    s, say = w.s, w.say
+    s, say = w.sentence, w.say  # shorthands of the story language below
     kind = w.ctx["contest"]
     if kind == "race":
         s("{A} and {B} wanted to have a race {place:at}.", "There was a race {place:at}, and {A} wanted to win.")
@@ -1073,7 +1073,7 @@ def making(w: Writer) -> None:
         >>> generate_story(0, 9, shape="making").shape
         'making'
     """
-    s, say = w.s, w.say
+    s, say = w.sentence, w.say  # shorthands of the story language below
     kind = w.pick(("bake", "build", "garden", "paint"))
     if kind == "bake":
         s("{A} wanted to make {food} with {P}.", "On {day}, {A} and {B} helped {P} make {food}.")
@@ -1130,7 +1130,7 @@ def weather_day(w: Writer) -> None:
         >>> generate_story(0, 10, shape="weather_day").shape
         'weather_day'
     """
-    s, say = w.s, w.say
+    s, say = w.sentence, w.say  # shorthands of the story language below
     snowy = w.ctx["snowy"]
     if snowy:
         s("{A} woke up and looked out the window. Everything was white!", "It snowed all night.")
@@ -1169,7 +1169,7 @@ def magic_find(w: Writer) -> None:
         >>> generate_story(0, 11, shape="magic_find").shape
         'magic_find'
     """
-    s, say = w.s, w.say
+    s, say = w.sentence, w.say  # shorthands of the story language below
     w.ctx["mobj"] = Thing(w.pick(("stone", "shell", "key", "feather", "coin", "bell")), w.pick(("shiny", "tiny", "strange", "golden", "sparkly", "old")))
     s("One day {place:at}, {A} found {mobj:a}.", "Near {feat}, {A} saw {mobj:a}.")
     s("When {A} picked it up, it began to [glow|hum|sparkle].", "It was warm in {A}'s hand.")
@@ -1268,7 +1268,7 @@ def ending(w: Writer) -> None:
         True
     """
     if w.chance(0.6):
-        w.s("That night, {A} fell asleep with a [big|happy] smile.", "It was the best day ever.",
+        w.sentence("That night, {A} fell asleep with a [big|happy] smile.", "It was the best day ever.",
             "And from then on, {A} and {B} were always together.", "{A} would always remember that day.",
             "The end.", "{A} hugged {B}. It had been a [good|great|long] day.",
             "{P} was very proud of {A}.", "{A} and {B} could not wait for tomorrow.",

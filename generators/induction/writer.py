@@ -3,7 +3,7 @@
 A :class:`Writer` holds one story in progress. Sentences are templates in
 Python's ``str.format`` syntax plus ``[a|b|c]`` for a random choice::
 
-    w.s("{A} [ran|hurried] {place:to} with {B}.")
+    w.sentence("{A} [ran|hurried] {place:to} with {B}.")
 
 Slots are looked up in ``w.ctx``: characters (``A``, ``B``, ``C``, ``D``,
 ``P`` the parent), :class:`~generators.induction.lexicon.Thing` noun phrases
@@ -16,7 +16,7 @@ Example:
     >>> import random
     >>> w = Writer(random.Random(0), target_words=100)
     >>> _ = w.cast("A", "Mia", "f", "girl"), w.cast("B", "Tom", "m", "boy")
-    >>> w.s("{A} saw {B}.")
+    >>> w.sentence("{A} saw {B}.")
     >>> w.say("B", "Hello, {A}!", pattern=0)
     >>> w.text()
     'Mia saw Tom. "Hello, Mia!" said Tom.'
@@ -143,7 +143,7 @@ class Writer:
 
     # ---- rendering ----
 
-    def r(self, template: str) -> str:
+    def render(self, template: str) -> str:
         """Render one template (choices + slots), without capitalising."""
         rng = self.rng
         out = []
@@ -166,14 +166,14 @@ class Writer:
         self.used.add(t)
         return t
 
-    def s(self, *templates: str) -> None:
+    def sentence(self, *templates: str) -> None:
         """Add one sentence: a random choice among ``templates``, rendered and capitalised."""
-        self._add(capitalize(self.r(self.fresh(templates))))
+        self._add(capitalize(self.render(self.fresh(templates))))
 
     def seq(self, *templates: str) -> None:
         """Add every template in order (one sentence each)."""
         for t in templates:
-            self.s(t)
+            self.sentence(t)
 
     def say(self, who: str, *lines: str, tone: str = "", pattern: int | None = None) -> None:
         """Add a line of dialogue spoken by character slot ``who``.
@@ -185,7 +185,7 @@ class Writer:
         """
         rng = self.rng
         speaker = self.ctx[who]
-        line = capitalize(self.r(self.fresh(lines)))
+        line = capitalize(self.render(self.fresh(lines)))
         end = line[-1]
         verb = self.pick(ASK_VERBS if end == "?" else SHOUT_VERBS[tone] if end == "!" else SAY_VERBS)
         if pattern is None:
