@@ -16,6 +16,8 @@ Example:
 
 from __future__ import annotations
 
+import ast
+
 import pandas as pd
 
 from analysis import paper, stats
@@ -34,15 +36,22 @@ def _our_budget(frame: pd.DataFrame) -> str:
 
 def _task_differences(frame: pd.DataFrame) -> list[str]:
     """How the polyarith task config differs from the paper's setup."""
-    expected = {"task.train_min_ops": paper.POLYARITH_TRAIN_OPS[0], "task.train_max_ops": paper.POLYARITH_TRAIN_OPS[1],
+    expected = {"task.p": 7, "task.k": 5, "task.ops": "neg,add,mul,compose",
+                "task.train_min_ops": paper.POLYARITH_TRAIN_OPS[0], "task.train_max_ops": paper.POLYARITH_TRAIN_OPS[1],
                 "task.test_min_ops": paper.POLYARITH_TEST_OPS[0], "task.test_max_ops": paper.POLYARITH_TEST_OPS[1],
                 "task.test_per_op": 2000}
+
+    def text(v):  # an operator set arrives as a list or its repr; numbers as numbers
+        if isinstance(v, str) and v.startswith("["):
+            v = ast.literal_eval(v)
+        return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(int(v) if isinstance(v, float) else v)
+
     out = []
     for key, want in expected.items():
         if key in frame and frame[key].notna().any():
-            got = sorted({int(v) for v in frame[key].dropna()})
-            if got != [want]:
-                out.append(f"`{key}` = {', '.join(map(str, got))} (paper: {want})")
+            got = sorted({text(v) for v in frame[key].dropna()})
+            if got != [str(want)]:
+                out.append(f"`{key}` = {'; '.join(got)} (paper: {want})")
     return out
 
 

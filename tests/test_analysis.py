@@ -621,3 +621,10 @@ def test_report_names_run_folders_that_were_deleted(lab_dir, tmp_path, capsys):
         assert not [p for p in out.parent.iterdir() if ".tmp" in p.name]
     finally:
         shutil.copytree(backup, gone)
+
+
+def test_paper_section_names_every_knob_that_differs_from_the_paper():
+    frame = pd.DataFrame({"task.k": [3, 3], "task.p": [7, 7], "task.ops": ["['neg', 'add']", "['neg', 'add']"],
+                          "task.train_max_ops": [5, 5], "task.test_per_op": [2000, 2000]})
+    assert report_paper._task_differences(frame) == [
+        "`task.k` = 3 (paper: 5)", "`task.ops` = neg,add (paper: neg,add,mul,compose)"]
