@@ -565,6 +565,18 @@ class PolyArith(Task):
             metrics[f"{name}/all"] = mean([h for m in per_m for h in per_m[m]])
         return metrics
 
+    def metric_names(self) -> tuple[str, ...]:
+        """What :meth:`evaluate` returns: exact match and digit accuracy per m and per domain.
+
+        Example:
+            >>> PolyArith(PolyArithConfig(train_max_ops=1, test_max_ops=2)).metric_names()[:3]
+            ('accuracy/ops=1', 'accuracy/ops=2', 'accuracy/in_domain')
+        """
+        c = self.config
+        per_m = tuple(_metric(m) for m in range(c.test_min_ops, c.test_max_ops + 1))
+        domains = ("in_domain", "all") + (("ood",) if c.test_max_ops > c.train_max_ops else ())
+        return per_m + tuple(f"{kind}/{d}" for kind in ("accuracy", "digit_accuracy") for d in domains)
+
     def stats(self, examples: list[dict], enc) -> dict[str, float]:
         """Number of examples, mean tokens per document, examples per m.
 

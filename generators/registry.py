@@ -127,6 +127,15 @@ class Task:
         """
         raise NotImplementedError
 
+    def metric_names(self) -> tuple[str, ...] | None:
+        """Optional: the metric names ``evaluate`` returns with this config (a name ``N`` also covers ``N/...``).
+
+        A sweep spec whose objective is none of them (nor a lab metric such
+        as ``loss/heldout``, nor ``valid/`` + one of them) is refused before
+        anything trains. Default None: not declared, not checked.
+        """
+        return None
+
     def stats(self, examples: list[dict], enc) -> dict[str, float]:
         """Optional dataset statistics for ``mtplab generate --stats``."""
         return {"examples": float(len(examples))}

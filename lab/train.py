@@ -238,6 +238,10 @@ def memorization(model, windows: Windows, device, autocast, eot: int | None = No
     return out
 
 
+# Metrics every run's evals add to the task's (a name N also covers N/...): sweep specs may choose them as objective.
+RUN_METRICS = ("loss/heldout", "loss/seen", "memorization_gap", "memorization_gap_se", "agreement", "future_acc")
+
+
 def evaluate_run(config: RunConfig, task, data, model, device, *, limit: int | None = None,
                  windows: Windows | None = None, agreement=None) -> dict:
     """The evaluation of a run: every eval during training and ``mtplab eval`` run exactly this.

@@ -485,15 +485,36 @@ def load_spec(path: str | Path, *, study: str | None = None) -> SweepSpec:
     # every cell must build (combinations: n vs layers, batch vs context, ...)
     from lab.config import build_run_config
 
+    first = None
     for cell in cells(spec):
         if cell.index:
             continue
         probe = {p.name: (p.choices[0] if p.kind == "categorical" else p.low) for p in spec.search}
         try:
-            build_run_config(name, {**cell.overrides(spec), **probe})
+            config = build_run_config(name, {**cell.overrides(spec), **probe})
         except UserError as e:
             fail(f"grid cell {cell.key}", str(e))
+        first = first or config
+    _check_objective(spec, first, fail)
     return spec
+
+
+def _check_objective(spec: SweepSpec, config, fail) -> None:
+    """The objective must be a metric the runs will have (when the task declares its metrics)."""
+    import dataclasses
+
+    from generators import registry
+    from lab.train import RUN_METRICS
+
+    names = registry.create(spec.task, dataclasses.asdict(config.task)).metric_names()
+    if names is None:
+        return
+    bare = spec.objective.removeprefix("valid/")
+    if not any(bare == n or bare.startswith(n + "/") for n in (*names, *RUN_METRICS)):
+        names = sorted(names, key=lambda n: "=" in n)  # the summaries first, then per-slice names
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        fail("objective", f"'{spec.objective}' is not a metric of these runs; {spec.task} gives {shown} "
+                          f"(and valid/ + each), the lab adds {', '.join(RUN_METRICS)}")
 
 
 def cells(spec: SweepSpec) -> list[Cell]:

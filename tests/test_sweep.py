@@ -107,6 +107,8 @@ BAD_SPECS = {
     "objective without direction": ("task: polyarith\ngrid: {n: [1]}\nobjective: accuracy/ood\n", "direction"),
     "absurd budget": ("task: polyarith\ngrid: {n: [1]}\nbudget: {steps: 1e30}\n", "beyond the 1e+13 this lab accepts"),
     "bad lr": ("task: polyarith\ngrid: {n: [1]}\nbudget: {lr: .nan}\n", "train.lr must be a positive number"),
+    "objective the runs lack": ("task: polyarith\ngrid: {n: [1]}\nobjective: accuracy/ops=11\ndirection: maximize\n",
+                                "'accuracy/ops=11' is not a metric of these runs"),
 }
 
 
@@ -120,6 +122,16 @@ def test_bad_spec_is_one_line_exit_2_and_creates_nothing(lab_dir, capsys, case):
     assert len(err.splitlines()) == 1, err
     assert needle in err and str(spec) in err, err
     assert not (lab_dir / "runs").exists()  # no study, no storage file
+
+
+def test_objectives_the_runs_have_are_accepted(lab_dir):
+    from sweeps.spec import load_spec
+
+    for objective in ("valid/accuracy/ops=10", "digit_accuracy/ood", "loss/heldout", "future_acc/k=2/marginal",
+                      "agreement/tokens_per_forward"):
+        spec = lab_dir / "ok.yaml"
+        spec.write_text(f"task: polyarith\ngrid: {{n: [1]}}\nobjective: {objective}\ndirection: maximize\n")
+        assert load_spec(spec).objective == objective
 
 
 def test_a_folder_given_as_the_spec_is_one_line(lab_dir, capsys):

@@ -414,6 +414,10 @@ class InductionTask(Task):
         records = test if limit is None else test[:limit]
         return metric.evaluate(model, [annotate(r, enc) for r in records], device, bos=enc.eot_token)
 
+    def metric_names(self) -> tuple[str, ...]:
+        """What :meth:`evaluate` returns (``induction_success`` also covers ``induction_success/head=k``)."""
+        return ("induction_success", "name_first_token_accuracy", "scored_positions")
+
     def stats(self, examples: list[dict], enc) -> dict[str, float]:
         """Corpus statistics of a split (see :func:`generators.induction.corpus.corpus_stats`).
 
