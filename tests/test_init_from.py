@@ -252,3 +252,19 @@ def test_cli_init_from_adds_heads_and_records_the_source(tmp_path, source, capsy
     a = torch.load(out / "checkpoint.pt", weights_only=False)["model"]
     b = torch.load(source / "checkpoint.pt", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in _trunk(b))
+
+
+def test_added_heads_decode_identically_to_greedy(tmp_path, source):
+    """Self-speculative decoding with heads added after training: token for token the plain greedy output."""
+    from lab import speculative
+
+    run_dir = tmp_path / "added"
+    train_mod.run(_cfg(source, **{"train.steps": 2, "train.freeze": ("trunk",)}), run_dir, quiet=True)
+    _, _, _, model, _ = train_mod.load_run(run_dir)
+    model.eval()
+    x = torch.randint(0, model.config.vocab_size, (2, 7), generator=torch.Generator().manual_seed(0))
+    ref = model.generate(x, 20)
+    for heads in (2, 3):
+        for fused in (True, False):
+            out = speculative.speculative_generate(model, x, 20, heads=heads, fused=fused)
+            assert torch.equal(out, ref), (heads, fused)
