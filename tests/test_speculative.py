@@ -134,8 +134,8 @@ def test_weighted_hidden_states_decode_identically(kind):
 class _ScaledBlock(Block):
     """A head Block whose output differs from what StackedHeads computes for a Block."""
 
-    def forward(self, x, rope, cache=None):
-        return 2 * super().forward(x, rope, cache)
+    def forward(self, x, rope, cache=None, attn_mask=None):
+        return 2 * super().forward(x, rope, cache, attn_mask)
 
 
 class _RenamedMLP(torch.nn.Module):
