@@ -167,7 +167,7 @@ def cmd_generate(args) -> int:
 
 def cmd_train(args) -> int:
     from lab.config import build_run_config
-    from lab.train import run
+    from lab.train import resume, run
 
     if args.resume:
         ignored = _given_train_flags(args)
@@ -175,7 +175,7 @@ def cmd_train(args) -> int:
             raise UserError(f"--resume continues {args.resume} with the config stored in its config.json, so "
                             f"{', '.join(ignored)} would be ignored; drop {'it' if len(ignored) == 1 else 'them'} "
                             f"(to train with other settings, start a new run with --out)")
-        summary = run(None, Path(args.resume), resume=True, rebuild=args.rebuild)
+        summary = resume(Path(args.resume), rebuild=args.rebuild)
     else:
         if not args.out:
             raise UserError("train needs --out RUN_DIR (or --resume RUN_DIR)")

@@ -13,7 +13,7 @@ The loop, step by step:
 
 Everything that decides what happens next (weights, optimizer moments, step,
 data position, RNG states, eval history) is in the checkpoint, and the batch
-order is a pure function of (seed, position), so ``run(..., resume=True)`` on
+order is a pure function of (seed, position), so :func:`resume` on
 CPU reproduces the uninterrupted run exactly.
 
 Example:
@@ -512,22 +512,47 @@ def _step_of(line: str) -> int | None:
         return None
 
 
-def run(config: RunConfig, run_dir: str | Path, *, resume: bool = False, quiet: bool = False,
-        on_eval=None, rebuild: bool = False) -> dict:
-    """Train (or resume) one run into ``run_dir``; returns the run's summary.
+def run(config: RunConfig, run_dir: str | Path, *, quiet: bool = False, on_eval=None, rebuild: bool = False) -> dict:
+    """Train ``config`` into the new run folder ``run_dir``; returns the run's summary.
 
-    Without ``resume``, ``run_dir`` must not hold a run already (UserError).
-    With ``resume``, the config stored in ``run_dir`` is used and the run
-    continues from its checkpoint (a finished run is only summarised).
-    ``on_eval(step, metrics)`` is called after every eval (sweeps report the
-    objective to Optuna as an intermediate value). ``rebuild`` builds the
-    dataset cache entry afresh (:func:`lab.data.prepare`).
+    ``run_dir`` must not hold a run already (UserError; :func:`resume`
+    continues one). ``on_eval(step, metrics)`` is called after every eval
+    (sweeps report the objective to Optuna as an intermediate value).
+    ``rebuild`` builds the dataset cache entry afresh (:func:`lab.data.prepare`).
 
     A run whose loss or gradient norm turns NaN/inf stops with
     :class:`TrainingDiverged` (a UserError naming the step); its last
     checkpoint, written before, is kept.
+
+    Example:
+        >>> import tempfile
+        >>> from lab.config import build_run_config
+        >>> folder = Path(tempfile.mkdtemp()); _ = (folder / "config.json").write_text("{}")
+        >>> run(build_run_config("polyarith", {}), folder)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        lab.errors.UserError: ... already holds a run; use --resume to continue it or choose another --out
     """
-    run_dir = Path(run_dir)
+    return _train(config, Path(run_dir), resume=False, quiet=quiet, on_eval=on_eval, rebuild=rebuild)
+
+
+def resume(run_dir: str | Path, *, quiet: bool = False, on_eval=None, rebuild: bool = False) -> dict:
+    """Continue the run in ``run_dir`` from its checkpoint, with the config stored there; returns its summary.
+
+    A finished run is only summarised. A run killed before its first
+    checkpoint starts again from step 0 (its log and evals afresh). Options
+    as for :func:`run`.
+
+    Example:
+        >>> resume("/nonexistent")
+        Traceback (most recent call last):
+        ...
+        lab.errors.UserError: /nonexistent is not a run folder (no config.json)
+    """
+    return _train(None, Path(run_dir), resume=True, quiet=quiet, on_eval=on_eval, rebuild=rebuild)
+
+
+def _train(config: RunConfig | None, run_dir: Path, *, resume: bool, quiet: bool, on_eval, rebuild: bool) -> dict:
     if resume:
         config = ckpt.read_config(run_dir)
         if not (run_dir / ckpt.CHECKPOINT).exists():

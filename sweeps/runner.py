@@ -14,7 +14,7 @@ The protocol, per study (all of it in standard Optuna storage):
    ``worker``, ``host``, ``pid`` and a lease, then releases the lock.
 3. **Train.** The cell's run folder is ``<runs>/<study>/<run_key>/``, keyed
    by the cell, not the trial number: a folder with a ``config.json`` is
-   resumed (``lab.train.run(None, folder, resume=True)``) from its last
+   resumed (``lab.train.resume(folder)``) from its last
    checkpoint; otherwise a fresh run starts there. A heartbeat thread keeps
    the claim alive: the ``lease_until`` user attribute for journal files,
    Optuna's ``record_heartbeat`` for PostgreSQL/SQLite.
@@ -625,7 +625,7 @@ def run_trial(study, trial, spec: SweepSpec, url: str, runs_root: Path, worker: 
                     raise UserError(f"run folder {folder} holds a different config than cell {run_key}; "
                                     f"move it away to retrain the cell")
                 resumed_from = checkpoint_step(folder)
-                summary = train.run(None, folder, resume=True, quiet=quiet, on_eval=report)
+                summary = train.resume(folder, quiet=quiet, on_eval=report)
             else:
                 summary = train.run(config, folder, quiet=quiet, on_eval=report)
             value = summary["metrics"].get(value_key(spec.objective, summary["metrics"]))

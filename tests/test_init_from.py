@@ -179,7 +179,7 @@ def test_resume_of_an_init_from_run_equals_the_uninterrupted_run(tmp_path, sourc
         train_mod.run(_cfg(src_copy, **over), tmp_path / "crashed", quiet=True)
     monkeypatch.setattr(train_mod._Run, "train_step", original)
     shutil.rmtree(src_copy)  # a resume reads its own checkpoint, never the source
-    resumed = train_mod.run(None, tmp_path / "crashed", resume=True, quiet=True)
+    resumed = train_mod.resume(tmp_path / "crashed", quiet=True)
     assert resumed["step"] == full["step"] == 6
 
     def rows(d):

@@ -45,7 +45,7 @@ def test_resume_after_crash_reproduces_uninterrupted_run(tmp_path, monkeypatch):
     assert torch.load(tmp_path / "crashed" / "checkpoint.pt", weights_only=False)["step"] == 4
     monkeypatch.setattr(train_mod._Run, "train_step", original)
 
-    resumed = train_mod.run(None, tmp_path / "crashed", resume=True, quiet=True)
+    resumed = train_mod.resume(tmp_path / "crashed", quiet=True)
     assert resumed["step"] == full["step"] == 8
     a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
     b = torch.load(tmp_path / "crashed" / "checkpoint.pt", weights_only=False)
@@ -242,7 +242,7 @@ def test_resume_drops_a_metrics_line_torn_by_the_crash(tmp_path, monkeypatch):
     with open(tmp_path / "r" / "metrics.jsonl", "a") as f:
         f.write('{"step": 6, "lo')
     monkeypatch.setattr(train_mod._Run, "train_step", original)
-    train_mod.run(None, tmp_path / "r", resume=True, quiet=True)
+    train_mod.resume(tmp_path / "r", quiet=True)
     assert [r["step"] for r in _metrics_rows(tmp_path / "r")] == list(range(1, 9))
 
 
