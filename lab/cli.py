@@ -295,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=_formatter,
                        description="Scores the run's checkpoint exactly as training's final eval does: test (and "
                                    "validation, as valid/...), held-out vs seen loss (memorization_gap) and, for "
-                                   "n > 1, head agreement. The run's eval.json is not changed; --json writes a copy.",
+                                   "n > 1, head agreement, and the marginalization baseline (future_acc/...). The run's eval.json is not "
+                                   "changed; --json writes a copy.",
                        epilog="examples:\n  mtplab eval runs/x\n  mtplab eval runs/x --limit 50 --json x-eval.json")
     s.add_argument("run")
     s.add_argument("--device", help="auto | cpu | cuda")
