@@ -268,33 +268,6 @@ def set_trunk_trainable(model, on: bool) -> None:
             p.requires_grad_(on)
 
 
-def anchor_trunk_output(model) -> None:
-    """Make the trunk's output require grad while no trunk parameter does (a forward hook on the last trunk layer).
-
-    lab.loss backpropagates each head's loss to a detached copy of the trunk
-    output h and then calls ``h.backward(grad)``; with the trunk fixed, h
-    would have no graph and that call would fail. The hook returns the last
-    layer's output as a leaf that requires grad (same values), so that
-    backward ends right there, without running through the fixed trunk. It
-    does nothing when the output already requires grad (the trunk trains) or
-    gradients are off (evaluation).
-
-    Example:
-        >>> from lab.model import MTPModel
-        >>> model = MTPModel(ModelConfig(size="custom", d_model=16, layers=3, n_heads=2, vocab_size=20).resolved())
-        >>> freeze(model, TrainConfig(freeze=("trunk",))); anchor_trunk_output(model)
-        >>> model.trunk_forward(torch.randint(0, 20, (1, 5))).requires_grad
-        True
-    """
-
-    def hook(module, args, out):
-        if torch.is_grad_enabled() and not out.requires_grad:
-            return out.detach().requires_grad_()
-        return None
-
-    model.trunk[-1].register_forward_hook(hook)
-
-
 def loss_weights_at(model_cfg: ModelConfig, train: TrainConfig, step: int) -> tuple[float, ...]:
     """Per-head loss weights at optimizer step ``step``: heads 2..n move linearly to train.loss_weights_end.
 
@@ -313,15 +286,3 @@ def loss_weights_at(model_cfg: ModelConfig, train: TrainConfig, step: int) -> tu
     end = train.loss_weights_end * (model_cfg.n - 1) if len(train.loss_weights_end) == 1 else train.loss_weights_end
     f = min(1.0, step / train.loss_weight_anneal_steps)
     return (start[0], *(s + (e - s) * f for s, e in zip(start[1:], end)))
-
-
-def set_loss_weights(model, weights: tuple[float, ...]) -> None:
-    """Make lab.loss use ``weights`` (it reads ``model.config.weights``): the model's config with them.
-
-    Example:
-        >>> from lab.model import MTPModel
-        >>> model = MTPModel(ModelConfig(size="custom", d_model=16, layers=3, n_heads=2, n=2, vocab_size=20).resolved())
-        >>> set_loss_weights(model, (1.0, 0.25)); model.config.weights
-        (1.0, 0.25)
-    """
-    model.config = dataclasses.replace(model.config, loss_weights=tuple(weights))

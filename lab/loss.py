@@ -83,7 +83,7 @@ def _head_loss(model, z, target, weight, scale, stats):
 
 
 def sequential_backward(model, window, mask=None, *, scale: float = 1.0, autocast=contextlib.nullcontext,
-                        track_accuracy: bool = True, eot: int | None = None) -> dict:
+                        track_accuracy: bool = True, eot: int | None = None, weights=None) -> dict:
     """Memory-efficient MTP forward + backward on one micro-batch.
 
     ``window`` is (B, T + n) tokens; head i is trained on window[:, i : T + i],
@@ -92,12 +92,14 @@ def sequential_backward(model, window, mask=None, *, scale: float = 1.0, autocas
     ``.grad``; returns per-head unweighted losses and (if ``track_accuracy``)
     top-1 accuracies as lists of 0-dim tensors (not synced to the host, so no
     stall on GPU). With ``eot`` (the end-of-text token id) attention stays
-    within each packed document (``lab.model.document_mask``).
+    within each packed document (``lab.model.document_mask``). ``weights``
+    (one per head) replaces ``model.config.weights`` (a schedule moves them).
+    A trunk whose parameters all are fixed is not backpropagated through.
     """
     if model.config.n == 1:  # one head: nothing to free between heads, one backward is cheaper
         return naive_backward(model, window, mask, scale=scale, autocast=autocast, track_accuracy=track_accuracy,
-                              eot=eot)
-    weights = model.config.weights
+                              eot=eot, weights=weights)
+    weights = model.config.weights if weights is None else weights
     idx, targets = _split(model, window, mask)
     attn = document_mask(idx, eot) if eot is not None else None
     stats = {"loss": [], "acc": []} if track_accuracy else {"loss": []}
@@ -109,7 +111,8 @@ def sequential_backward(model, window, mask=None, *, scale: float = 1.0, autocas
             with autocast():
                 loss = _head_loss(model, model.head_state(i, h_leaf, attn_mask=attn), target, weights[i], scale, stats)
             loss.backward()  # frees head i's logits and activations
-        h.backward(h_leaf.grad)
+        if h.requires_grad:  # not when the trunk is fixed (train.freeze, a head warmup): the backward ends at h
+            h.backward(h_leaf.grad)
         return stats
     with autocast():
         zs = model.head_states(h, window, attn_mask=attn)
@@ -125,9 +128,9 @@ def sequential_backward(model, window, mask=None, *, scale: float = 1.0, autocas
 
 
 def naive_backward(model, window, mask=None, *, scale: float = 1.0, autocast=contextlib.nullcontext,
-                   track_accuracy: bool = True, eot: int | None = None) -> dict:
+                   track_accuracy: bool = True, eot: int | None = None, weights=None) -> dict:
     """The reference: sum the n weighted losses, one backward. Keeps all logits alive."""
-    weights = model.config.weights
+    weights = model.config.weights if weights is None else weights
     idx, targets = _split(model, window, mask)
     attn = document_mask(idx, eot) if eot is not None else None
     stats = {"loss": [], "acc": []} if track_accuracy else {"loss": []}

@@ -210,6 +210,11 @@ def run_windows(config: RunConfig, data) -> Windows:
     return Windows(data.train_tokens, tc.context, config.model.n, tc.seed, data.train_mask, heldout=tc.heldout_windows)
 
 
+def document_eot(config: RunConfig, data) -> int | None:
+    """The end-of-text token that splits a window into documents with ``train.document_mask``; None without it."""
+    return data.enc.eot_token if config.train.document_mask else None
+
+
 def memorization(model, windows: Windows, device, autocast, eot: int | None = None) -> dict:
     """Next-token loss on held-out training-stream windows vs on the first windows trained on.
 
@@ -265,8 +270,8 @@ def evaluate_run(config: RunConfig, task, data, model, device, *, limit: int | N
         metrics.update(head_agreement(model, agreement, device))
     if windows is None:
         windows = run_windows(config, data)
-    eot = data.enc.eot_token if config.train.document_mask else None
-    metrics.update(memorization(model, windows, device, autocast_for(device, config.train.dtype), eot))
+    metrics.update(memorization(model, windows, device, autocast_for(device, config.train.dtype),
+                                document_eot(config, data)))
     if limit is None and config.train.marginal_positions:  # the final eval: the marginalization baseline
         docs, masks = document_windows(task, data.valid or data.test, data.enc, config.train.context)
         metrics.update(future_accuracy(model, docs, device, ks=(2, 3), mask=masks,
@@ -297,13 +302,12 @@ class _Run:
         if self.source:
             finetune.load_into(self.model, self.source, tc.init_heads)
         finetune.freeze(self.model, tc, n_source)
-        if not finetune.trunk_trains(tc, 0):  # frozen, or a head warmup
-            finetune.anchor_trunk_output(self.model)  # lab.loss needs a trunk output with a graph
+        self.weights = finetune.loss_weights_at(config.model, tc, 0)  # per-head loss weights; train_step moves them
         self._trunk_on = True  # whether the trunk's gradients are on now (the head warmup turns them off)
         self.counts = self.model.param_counts()
         self.total = tc.total_steps()
         self.windows = run_windows(config, self.data)
-        self.eot = self.data.enc.eot_token if config.train.document_mask else None  # attention within documents
+        self.eot = document_eot(config, self.data)  # attention within documents (train.document_mask)
         self.optimizer = build_optimizer(self.model, tc, self.device, n_source)
         self.autocast = autocast_for(self.device, tc.dtype)
         if tc.compile:
@@ -407,8 +411,7 @@ class _Run:
         if tc.head_warmup_steps and "trunk" not in tc.frozen and self._trunk_on != finetune.trunk_trains(tc, self.step):
             self._trunk_on = not self._trunk_on  # the trunk has no gradient (AdamW skips it) until the warmup ends
             finetune.set_trunk_trainable(self.model, self._trunk_on)
-        if tc.loss_weight_anneal_steps:
-            finetune.set_loss_weights(self.model, finetune.loss_weights_at(self.config.model, tc, self.step))
+        self.weights = finetune.loss_weights_at(self.config.model, tc, self.step)  # the step's per-head weights
         seqs = tc.seqs_per_step
         micro = tc.micro_batch or seqs
         chunks = [min(micro, seqs - i) for i in range(0, seqs, micro)]
@@ -419,7 +422,7 @@ class _Run:
             mask = torch.from_numpy(mask).to(self.device, non_blocking=True) if mask is not None else None
             self.position += size
             stats = sequential_backward(self.model, window, mask, scale=size / seqs, autocast=self.autocast,
-                                        track_accuracy=log, eot=self.eot)
+                                        track_accuracy=log, eot=self.eot, weights=self.weights)
             for key in per_head:
                 per_head[key].append(torch.stack(stats[key]) * (size / seqs))
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
@@ -444,7 +447,7 @@ class _Run:
                 f"config (e.g. model.rope_base), and train again")
 
     def log_line(self, out: dict, tokens_per_s: float) -> dict:
-        weights = self.model.config.weights  # the step's weights (train.loss_weight_anneal_steps moves them)
+        weights = self.weights  # the step's weights (train.loss_weight_anneal_steps moves them)
         row = {"step": self.step, "tokens": self.tokens_seen, "epoch": round(self.windows.epochs(self.position), 4),
                "lr": out["lr"], "loss": sum(w * l for w, l in zip(weights, out["loss"])),
                "grad_norm": out["grad_norm"], "tokens_per_s": round(tokens_per_s, 1)}

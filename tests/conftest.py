@@ -10,6 +10,8 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 _ROOT = tempfile.mkdtemp(prefix="mtplab-tests-")
 os.chmod(_ROOT, 0o755)  # the private PostgreSQL cluster (tests/pg.py) runs as the postgres user under it
 os.environ["TMPDIR"] = _ROOT
@@ -22,3 +24,25 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 def pytest_unconfigure(config):
     shutil.rmtree(_ROOT, ignore_errors=True)
+
+
+@pytest.fixture
+def crash_at(monkeypatch):
+    """``crash_at(step)``: training raises RuntimeError("simulated crash") at that step; returns ``disarm()``.
+
+    Everything the run did before (log lines, checkpoints) stays, as after a kill.
+    """
+    from lab import train
+
+    original = train._Run.train_step
+
+    def arm(step):
+        def crashing(self, log=True):
+            if self.step == step:
+                raise RuntimeError("simulated crash")
+            return original(self, log)
+
+        monkeypatch.setattr(train._Run, "train_step", crashing)
+        return lambda: monkeypatch.setattr(train._Run, "train_step", original)
+
+    return arm

@@ -118,9 +118,9 @@ def test_lr_multipliers_scale_the_schedule_per_part(tmp_path, source):
     assert [g["weight_decay"] for g in groups] == [0.1, 0.0]
 
 
-def _grads(model, fn, window):
+def _grads(model, fn, window, weights=None):
     model.zero_grad(set_to_none=True)
-    fn(model, window)
+    fn(model, window, weights=weights)
     return {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
 
 
@@ -134,12 +134,10 @@ def test_annealed_weights_and_frozen_trunk_keep_sequential_equal_to_naive(kind, 
     tc = TrainConfig(loss_weight_anneal_steps=10, loss_weights_end=(0.0, 0.2), freeze=("trunk",) if frozen_trunk else ())
     weights = finetune.loss_weights_at(cfg, tc, 4)
     assert weights == pytest.approx((1.0, 0.48, 0.44))
-    finetune.set_loss_weights(model, weights)
     if frozen_trunk:
         finetune.freeze(model, tc)
-        finetune.anchor_trunk_output(model)
     window = torch.randint(0, 61, (3, 12 + 3))
-    g_seq, g_naive = _grads(model, sequential_backward, window), _grads(model, naive_backward, window)
+    g_seq, g_naive = _grads(model, sequential_backward, window, weights), _grads(model, naive_backward, window, weights)
     assert set(g_seq) == set(g_naive) == {k for k, p in model.named_parameters() if p.requires_grad}
     for k in g_seq:
         torch.testing.assert_close(g_seq[k], g_naive[k], rtol=1e-10, atol=1e-12, msg=k)
@@ -156,7 +154,7 @@ def test_annealed_weights_and_frozen_trunk_keep_sequential_equal_to_naive(kind, 
             torch.testing.assert_close(p.grad, g_naive[k], rtol=1e-10, atol=1e-12, msg=k)
 
 
-def test_resume_of_an_init_from_run_equals_the_uninterrupted_run(tmp_path, source, monkeypatch):
+def test_resume_of_an_init_from_run_equals_the_uninterrupted_run(tmp_path, source, crash_at):
     over = {"train.steps": 6, "train.checkpoint_interval": 2, "train.eval_interval": 3, "train.head_warmup_steps": 2,
             "train.trunk_lr_mult": 0.5, "train.loss_weight_anneal_steps": 4, "train.loss_weights_end": "0.25",
             "train.freeze": "source_heads"}
@@ -167,17 +165,10 @@ def test_resume_of_an_init_from_run_equals_the_uninterrupted_run(tmp_path, sourc
                                            "head_kind": "parallel"}
     src_copy = tmp_path / "src"
     shutil.copytree(source, src_copy)
-    original = train_mod._Run.train_step
-
-    def crashing(self, log=True):
-        if self.step == 5:
-            raise RuntimeError("simulated crash")
-        return original(self, log)
-
-    monkeypatch.setattr(train_mod._Run, "train_step", crashing)
+    disarm = crash_at(5)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_mod.run(_cfg(src_copy, **over), tmp_path / "crashed", quiet=True)
-    monkeypatch.setattr(train_mod._Run, "train_step", original)
+    disarm()
     shutil.rmtree(src_copy)  # a resume reads its own checkpoint, never the source
     resumed = train_mod.resume(tmp_path / "crashed", quiet=True)
     assert resumed["step"] == full["step"] == 6

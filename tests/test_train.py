@@ -27,23 +27,16 @@ def _metrics_rows(run_dir):
     return rows
 
 
-def test_resume_after_crash_reproduces_uninterrupted_run(tmp_path, monkeypatch):
+def test_resume_after_crash_reproduces_uninterrupted_run(tmp_path, crash_at):
     cfg = build_run_config("polyarith", TINY)
     full = train_mod.run(cfg, tmp_path / "full", quiet=True)
 
     # Crash after step 5: the last checkpoint is at step 4, metrics.jsonl already has step 5.
-    original = train_mod._Run.train_step
-
-    def crashing(self, log=True):
-        if self.step == 5:
-            raise RuntimeError("simulated crash")
-        return original(self, log)
-
-    monkeypatch.setattr(train_mod._Run, "train_step", crashing)
+    disarm = crash_at(5)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_mod.run(cfg, tmp_path / "crashed", quiet=True)
     assert torch.load(tmp_path / "crashed" / "checkpoint.pt", weights_only=False)["step"] == 4
-    monkeypatch.setattr(train_mod._Run, "train_step", original)
+    disarm()
 
     resumed = train_mod.resume(tmp_path / "crashed", quiet=True)
     assert resumed["step"] == full["step"] == 8
@@ -207,41 +200,29 @@ def test_chunked_dataset_build_equals_one_chunk(tmp_path, monkeypatch):
 
 FAST = {**TINY, "task.valid_per_op": 1}  # a validation set of 10 (the default 1000 dominates a tiny run)
 
-def _crash_at(monkeypatch, step):
-    original = train_mod._Run.train_step
-
-    def crashing(self, log=True):
-        if self.step == step:
-            raise RuntimeError("simulated crash")
-        return original(self, log)
-
-    monkeypatch.setattr(train_mod._Run, "train_step", crashing)
-    return original
-
-
-def test_resume_before_the_first_checkpoint_logs_every_step_once(tmp_path, monkeypatch):
+def test_resume_before_the_first_checkpoint_logs_every_step_once(tmp_path, crash_at):
     cfg = build_run_config("polyarith", {**FAST, "train.checkpoint_interval": 0})  # first checkpoint at step 4
     full = tmp_path / "full"
     train_mod.run(cfg, full, quiet=True)
-    original = _crash_at(monkeypatch, 3)  # killed after logging steps 1-3, before any checkpoint
+    disarm = crash_at(3)  # killed after logging steps 1-3, before any checkpoint
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_mod.run(cfg, tmp_path / "crashed", quiet=True)
     assert not (tmp_path / "crashed" / "checkpoint.pt").exists()
     with open(tmp_path / "crashed" / "metrics.jsonl", "a") as f:
         f.write('{"step": 4, "tok')  # and the crash tore a line
-    monkeypatch.setattr(train_mod._Run, "train_step", original)
+    disarm()
     assert main(["train", "--resume", str(tmp_path / "crashed")]) == 0
     assert _metrics_rows(tmp_path / "crashed") == _metrics_rows(full)  # steps 1..8, once each, in order
 
 
-def test_resume_drops_a_metrics_line_torn_by_the_crash(tmp_path, monkeypatch):
+def test_resume_drops_a_metrics_line_torn_by_the_crash(tmp_path, crash_at):
     cfg = build_run_config("polyarith", {**FAST, "train.eval_interval": 100})
-    original = _crash_at(monkeypatch, 5)  # checkpoint at step 4, steps 1-5 logged
+    disarm = crash_at(5)  # checkpoint at step 4, steps 1-5 logged
     with pytest.raises(RuntimeError):
         train_mod.run(cfg, tmp_path / "r", quiet=True)
     with open(tmp_path / "r" / "metrics.jsonl", "a") as f:
         f.write('{"step": 6, "lo')
-    monkeypatch.setattr(train_mod._Run, "train_step", original)
+    disarm()
     train_mod.resume(tmp_path / "r", quiet=True)
     assert [r["step"] for r in _metrics_rows(tmp_path / "r")] == list(range(1, 9))
 
