@@ -26,53 +26,28 @@ from lab.paths import atomic_write_text, check_output_dir
 CHECKPOINTS = ("auto", "final", "best", "best-by-test")
 
 
-def read_spec(path: str) -> dict:
-    """The study name and the storage of a sweep spec (YAML); nothing else is needed here.
-
-    The study is ``study:`` (or ``name:``), else the file's stem, and the
-    storage ``storage:``, as ``mtplab sweep`` reads them (analysis does not
-    import the sweeps package).
-
-    Example:
-        >>> import tempfile
-        >>> p = Path(tempfile.mkdtemp()) / "s.yaml"
-        >>> _ = p.write_text("task: polyarith\\nstorage: runs/x.log\\n")
-        >>> read_spec(str(p))
-        {'name': 's', 'storage': 'runs/x.log'}
-    """
-    import yaml
-
-    p = Path(path)
-    if p.is_dir():
-        raise UserError(f"{path} is a folder; give a sweep spec file (YAML), e.g. sweeps/quickstart.yaml")
-    if not p.is_file():
-        raise UserError(f"spec file {path} does not exist")
-    if p.suffix in (".log", ".db", ".sqlite", ".sqlite3", ".journal"):
-        raise UserError(f"{path} is not a sweep spec (.yaml); for a storage use --storage {path} --study NAME")
-    try:
-        spec = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"spec file {path} is not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(spec, dict):
-        raise UserError(f"spec file {path} is not a YAML mapping")
-    name = spec.get("study") or spec.get("name") or p.stem  # as the sweeps room names a study
-    storage = spec.get("storage")
-    return {"name": str(name), "storage": str(storage) if storage else None}
-
-
 def resolve(args) -> tuple[str, str]:
     """(storage URL or path, study name) from SPEC and/or --storage/--study.
 
+    The spec is read by the sweeps' own reader (:func:`sweeps.spec.load_spec`)
+    and the storage found as ``mtplab sweep`` finds it
+    (:func:`sweeps.storage.resolve_storage`): ``--storage``, else the spec's,
+    else ``runs/<study>/journal.log``.
+
     Example:
-        >>> resolve(argparse.Namespace(spec=None, storage=None, study="poly"))
-        ('runs/poly/journal.log', 'poly')
+        >>> resolve(argparse.Namespace(spec=None, storage=None, study="poly"))[1]
+        'poly'
+        >>> resolve(argparse.Namespace(spec="quickstart", storage="x.log", study=None))  # doctest: +ELLIPSIS
+        ('/.../x.log', 'quickstart')
     """
-    spec = read_spec(args.spec) if args.spec else {"name": None, "storage": None}
-    study = args.study or spec["name"]
+    from sweeps.spec import load_spec
+    from sweeps.storage import resolve_storage
+
+    spec = load_spec(args.spec, study=args.study) if args.spec else None
+    study = spec.study if spec else args.study
     if not study:
         raise UserError("give a sweep spec file, or --study NAME (with --storage URL)")
-    storage = os.path.expandvars((args.storage or spec["storage"] or f"runs/{study}/journal.log").strip())
-    return (storage if "://" in storage else os.path.expanduser(storage)), study
+    return resolve_storage(args.storage, spec.storage if spec else None, Path("runs"), study), study
 
 
 def _load(args):
@@ -83,7 +58,7 @@ def _load(args):
     (progress, checkpoint and selection) caption parts, ``selection``
     ``(key, sentence)`` or None.
     """
-    from analysis.loader import best_per_cell, load_study, open_storage, with_metrics
+    from analysis.loader import best_per_cell, load_study, with_metrics
     from analysis.selection import (
         choose_checkpoint,
         resolve_key,
@@ -93,7 +68,7 @@ def _load(args):
     )
 
     storage_url, study = resolve(args)
-    data = load_study(open_storage(storage_url), study)
+    data = load_study(storage_url, study)
     direction = str(data.attrs.get("direction") or "maximize")
     objective = data.attrs.get("objective") or data.spec.get("objective")
     data.frame, searched = best_per_cell(data.frame, direction)
@@ -199,10 +174,10 @@ def cmd_report(args) -> int:
 
 
 def _common(p) -> None:
-    p.add_argument("spec", nargs="?", help="sweep spec (YAML): its name: and storage: say where the study is")
+    p.add_argument("spec", nargs="?", help="sweep spec (YAML): its study: and storage: say where the study is")
     p.add_argument("--storage", help="Optuna storage: postgresql://..., sqlite:///..., or a journal file "
                                      "(default: the spec's storage, else runs/<study>/journal.log)")
-    p.add_argument("--study", help="study name (default: the spec's name)")
+    p.add_argument("--study", help="study name (default: the spec's study:, else the file name)")
     p.add_argument("--checkpoint", choices=CHECKPOINTS, default="auto",
                    help="which checkpoint's test metrics to show: best = the one each run chose on its validation "
                         "objective (valid/<objective>); best-by-test = the best on the test objective "

@@ -27,8 +27,9 @@ completed trial comes out. Columns:
 
 Trials in any other state (RUNNING, WAITING, FAIL, PRUNED) are cells still
 missing; :func:`missing_cells` lists them together with grid cells that have
-no trial at all. ``analysis`` never trains and never imports ``sweeps``: it
-relies only on the trial user attributes the sweep runner writes.
+no trial at all. ``analysis`` never trains: it opens storage through
+:func:`sweeps.storage.open_storage` (``create=False``: a reader creates
+nothing) and relies only on the trial user attributes the sweep runner writes.
 
 Example:
     >>> import tempfile, optuna
@@ -54,7 +55,7 @@ from pathlib import Path
 import pandas as pd
 
 from lab.errors import UserError
-from lab.storage_url import redact, with_driver
+from sweeps.storage import open_storage
 
 
 def nominal_count(name: str) -> float | None:
@@ -90,67 +91,9 @@ CONFIG_COLUMNS = ["trial", "run_key", "cell_key", "cell_trial", "task", "n", "si
                   "best_step", "best_by_test_step", "value"]
 
 
-def _quiet_optuna() -> None:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def open_storage(url_or_path: str, *, create: bool = False):
-    """An Optuna storage from a URL or a path, or a one-line UserError.
-
-    Accepts ``postgresql://...`` / ``sqlite:///...`` (any SQLAlchemy URL), a
-    path to an SQLite file, a path to a journal file (any existing file that
-    is not SQLite), or a folder holding ``journal.log``. Nothing is created
-    unless ``create`` is true (tests use that to build studies).
-
-    Example:
-        >>> open_storage("/nonexistent/journal.log")
-        Traceback (most recent call last):
-        ...
-        lab.errors.UserError: storage /nonexistent/journal.log does not exist
-    """
-    from optuna.storages import JournalStorage, RDBStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    _quiet_optuna()
-    text = str(url_or_path)
-    if "://" in text:
-        if text.startswith("sqlite:///") and not create:
-            file = text[len("sqlite:///"):]
-            if file and file != ":memory:" and not Path(file).is_file():
-                raise UserError(f"storage {text} does not exist (no file {file})")
-        kwargs = {"connect_args": {"connect_timeout": 10}} if text.startswith("postgres") else {}
-        try:
-            storage = RDBStorage(with_driver(text), engine_kwargs=kwargs, skip_table_creation=not create)
-            storage.get_all_studies()  # touch the database now, not in the middle of plotting
-            return storage
-        except Exception as e:  # sqlalchemy/driver errors have many types; optuna wraps them
-            root = e
-            while root.__cause__ is not None or root.__context__ is not None:
-                root = root.__cause__ or root.__context__
-            lines = [ln.strip() for ln in str(root).splitlines() if ln.strip()]
-            reason = redact(lines[0])[:200] if lines else root.__class__.__name__
-            raise UserError(f"cannot reach storage {redact(text)} ({root.__class__.__name__}: {reason})") from None
-    path = Path(text)
-    if path.is_dir():
-        path = path / "journal.log"
-    if not path.exists() and not create:
-        raise UserError(f"storage {text} does not exist")
-    if path.is_file():
-        with open(path, "rb") as f:
-            if f.read(16) == b"SQLite format 3\x00":
-                return open_storage(f"sqlite:///{path.resolve()}", create=create)
-    try:
-        return JournalStorage(JournalFileBackend(str(path)))
-    except Exception as e:  # a torn or foreign file
-        raise UserError(f"cannot read journal storage {text} ({e.__class__.__name__}: {e})") from None
-
-
 def _load_study(storage, study_name: str):
     import optuna
 
-    _quiet_optuna()
     try:
         names = [s.study_name for s in storage.get_all_studies()]
     except Exception as e:

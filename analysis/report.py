@@ -31,10 +31,11 @@ import yaml
 
 from analysis import paper, stats
 from analysis.induction_figures import milestone_summary, run_milestones
-from analysis.loader import StudyData, redact
+from analysis.loader import StudyData
 from analysis.plotkit import IN_DOMAIN, INDUCTION, OOD, budget_caption, format_count
 from analysis.report_paper import paper_section
 from analysis.selection import valid_column
+from sweeps.storage import redact
 
 FAMILY = re.compile(r"^(?P<family>.+)/(?P<key>\w+)=(?P<value>[^/]+)$")
 DESCRIPTIONS = {

@@ -22,6 +22,7 @@ from pathlib import Path
 from lab.config import MAX_SEED
 from lab.errors import UserError
 from lab.paths import atomic_write_text, check_output_dir, check_output_file
+from lab.shorthands import SHORTHANDS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,15 +36,9 @@ def _formatter(prog):
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
 
 
-# Flags that are shorthands for dotted config fields.
-TRAIN_FLAGS = {
-    "size": "model.size", "n": "model.n", "head_kind": "model.head_kind", "loss_weights": "model.loss_weights",
-    "tokens": "train.tokens", "steps": "train.steps", "batch_tokens": "train.batch_tokens",
-    "micro_batch": "train.micro_batch", "context": "train.context", "lr": "train.lr", "seed": "train.seed",
-    "data_seed": "train.data_seed", "device": "train.device", "eval_interval": "train.eval_interval",
-    "eval_examples": "train.eval_examples", "warmup_steps": "train.warmup_steps", "dtype": "train.dtype",
-    "init_from": "train.init_from", "freeze": "train.freeze",
-}
+# Flags that are shorthands for dotted config fields (the one table, lab/shorthands.py); --heads-on-top
+# is a switch of its own.
+TRAIN_FLAGS = {flag: key for flag, key in SHORTHANDS.items() if flag != "heads_on_top"}
 
 
 def parse_sets(items: list[str] | None) -> dict[str, str]:

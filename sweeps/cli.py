@@ -53,6 +53,7 @@ def cmd_run(args) -> int:
     """
     from sweeps.runner import run_sweep
     from sweeps.spec import load_spec
+    from sweeps.storage import resolve_storage
 
     gpus = parse_gpus(args.gpus)
     workers = args.workers if args.workers is not None else (len(gpus) or 1)
@@ -61,9 +62,31 @@ def cmd_run(args) -> int:
     spec = load_spec(args.spec, study=args.study)  # everything is validated before storage is touched
     rc = run_sweep(spec, storage=args.storage, runs_root=Path(args.runs), workers=workers, gpus=gpus,
                    retry_failed=args.retry_failed, out=lambda *a: print(*a, flush=True))
+    print_results(spec, resolve_storage(args.storage, spec.storage, Path(args.runs), spec.study))
     if args.report:
         write_report(spec, args)
     return rc
+
+
+def print_results(spec, url: str) -> None:
+    """The table ``sweep run`` ends with (one row per cell), and which cells are not done.
+
+    Example (after ``run_sweep``, as :func:`cmd_run` does)::
+
+        print_results(spec, "runs/quickstart/journal.log")
+        # n  size  seed  status  accuracy/in_domain  ...
+        # 1 of 3 cells not done (n=4,size=1M,seed=0); see: mtplab sweep status sweeps/quickstart.yaml
+    """
+    from sweeps.spec import cells
+    from sweeps.status import cells_not_done, results_table
+    from sweeps.study import open_study
+
+    study, all_cells = open_study(spec, url), cells(spec)
+    print("", results_table(study, spec, all_cells), sep="\n", flush=True)
+    missing = cells_not_done(study, all_cells)
+    if missing:
+        print(f"{len(missing)} of {len(all_cells)} cells not done ({', '.join(missing[:3])}"
+              f"{', ...' if len(missing) > 3 else ''}); see: mtplab sweep status {spec.path}", flush=True)
 
 
 def write_report(spec, args) -> None:
@@ -92,10 +115,10 @@ def cmd_status(args) -> int:
         >>> main(["sweep", "status", "/nonexistent.yaml"])
         2
     """
-    from sweeps.runner import open_study
     from sweeps.spec import cells, load_spec
     from sweeps.status import status_report
     from sweeps.storage import resolve_storage
+    from sweeps.study import open_study
 
     spec = load_spec(args.spec, study=args.study)
     url = resolve_storage(args.storage, spec.storage, Path(args.runs), spec.study)

@@ -7,7 +7,7 @@ objective and the storage (the full annotated format is in
     description: polyarith, n in {1, 2, 4} at 1M; 4M tokens per cell
     task: {name: polyarith, test_per_op: 200}   # or just `task: polyarith`
     grid:                  # the cross product of these lists is the set of cells
-      n: [1, 2, 4]         # shorthand for model.n (also: size, seed, head_kind, ...)
+      n: [1, 2, 4]         # shorthand for model.n (also: size, seed, lr, ...: lab/shorthands.py)
       model.size: [1M]     # or any config field by its dotted name
     budget: {tokens: 4e6, batch_tokens: 8192, context: 256, lr: 1e-3}
     fixed: {train.eval_examples: 20}           # every other config field, dotted
@@ -47,18 +47,11 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import UserError
+from lab.shorthands import BUDGET, SHORTHANDS, expand
 
-# Shorthands accepted in `grid:` and `fixed:` for the fields swept most often.
-SHORTHANDS = {
-    "n": "model.n", "size": "model.size", "seed": "train.seed", "head_kind": "model.head_kind",
-    "heads_on_top": "model.heads_on_top", "loss_weights": "model.loss_weights", "data_seed": "train.data_seed",
-}
-# `budget:` keys -> train fields (the training budget and what sets its scale).
-BUDGET_KEYS = {
-    "tokens": "train.tokens", "steps": "train.steps", "batch_tokens": "train.batch_tokens",
-    "context": "train.context", "lr": "train.lr", "warmup_steps": "train.warmup_steps",
-    "micro_batch": "train.micro_batch",
-}
+# `budget:` keys -> train fields (the training budget and what sets its scale); `grid:`, `fixed:` and
+# `search.space:` take every short name of the one table (lab/shorthands.py) or a dotted key.
+BUDGET_KEYS = {name: SHORTHANDS[name] for name in BUDGET}
 TOP_KEYS = ("description", "study", "task", "grid", "budget", "fixed", "objective", "direction", "storage",
             "search", "max_retries", "heartbeat_seconds", "grace_seconds")
 SEARCH_KEYS = ("trials", "sampler", "seed", "space")
@@ -209,7 +202,7 @@ def _number(value, where: str, fail) -> float:
 def _dotted(key: Any, where: str, fail) -> str:
     if not isinstance(key, str) or not key.strip():
         fail(where, f"bad key {key!r}")
-    key = SHORTHANDS.get(key, key)
+    key = expand(key)
     head, _, rest = key.partition(".")
     if head not in ("task", "model", "train") or not rest or "." in rest:
         fail(f"{where}.{key}", f"unknown key '{key}'; use task.<field>, model.<field>, train.<field> "
@@ -295,6 +288,8 @@ def load_spec(path: str | Path, *, study: str | None = None) -> SweepSpec:
             p = shipped
         else:
             raise UserError(f"{path}: no such spec file")
+    if p.suffix in (".log", ".db", ".sqlite", ".sqlite3", ".journal"):
+        raise UserError(f"{path} is not a sweep spec (.yaml); for a storage use --storage {path} --study NAME")
     where_file = str(path)
 
     def fail(key: str, msg: str):
@@ -574,4 +569,4 @@ def identity_diff(old: dict, new: dict) -> list[str]:
 
 
 __all__ = ["SweepSpec", "SearchParam", "Cell", "load_spec", "cells", "format_key", "short_names",
-           "identity_hash", "identity_diff", "SHORTHANDS", "BUDGET_KEYS"]
+           "identity_hash", "identity_diff", "BUDGET_KEYS"]

@@ -1,4 +1,4 @@
-"""Tables of a sweep's cells: ``mtplab sweep status`` and the table ``sweep run`` ends with.
+"""Which cells of a sweep are done, and the tables of ``mtplab sweep status`` and the end of ``sweep run``.
 
 One row per cell (per search trial, when a cell has several): the cell's
 values, its status (done, running on which worker and host, failed and why,
@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 
+from sweeps.protocol import HOST, is_journal, stale_reason, trials_by_run_key
 from sweeps.spec import Cell, SweepSpec
 
 
@@ -55,6 +56,23 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
+def cells_not_done(study, all_cells: list[Cell]) -> list[str]:
+    """The run keys of the cells without a COMPLETE trial, in cell order.
+
+    Example:
+        >>> import optuna
+        >>> from sweeps.spec import cells
+        >>> s = SweepSpec("x", "x", "polyarith", {"model.n": [1, 2]}, {}, "o", "maximize")
+        >>> cells_not_done(optuna.create_study(), cells(s))
+        ['n=1', 'n=2']
+    """
+    from optuna.trial import TrialState
+
+    groups = trials_by_run_key(study)
+    return [c.run_key for c in all_cells
+            if not any(t.state == TrialState.COMPLETE for t in groups.get(c.run_key, []))]
+
+
 def main_metrics(spec: SweepSpec, trials) -> list[str]:
     """The metric columns worth a table: the objective, then in-domain/OOD/overall aggregates.
 
@@ -88,14 +106,11 @@ def cell_rows(study, spec: SweepSpec, all_cells: list[Cell], *, now: float | Non
     """
     from optuna.trial import TrialState
 
-    from sweeps.runner import HOST, stale_reason, trials_by_run_key
     now = time.time() if now is None else now
     groups = trials_by_run_key(study)
     complete = [t for ts in groups.values() for t in ts if t.state == TrialState.COMPLETE]
     metric_names = main_metrics(spec, complete)
-    from optuna.storages import JournalStorage
-
-    journal = isinstance(study._storage, JournalStorage)
+    journal = is_journal(study)
     short = spec.short_names
     rows = []
     for cell in all_cells:
@@ -152,7 +167,7 @@ def _strip(rows: list[dict]) -> list[dict]:
 
 
 def results_table(study, spec: SweepSpec, all_cells: list[Cell]) -> str:
-    """The table ``sweep run`` prints at the end (status, objective, main metrics, wall time).
+    """The table ``sweep run`` ends with (status, objective, main metrics, wall time; printed by :mod:`sweeps.cli`).
 
     Example:
         >>> import optuna
@@ -190,4 +205,4 @@ def status_report(study, spec: SweepSpec, all_cells: list[Cell], url: str) -> st
     return "\n".join([head, "", format_table(_strip(rows)), "", tail])
 
 
-__all__ = ["format_table", "cell_rows", "results_table", "status_report", "main_metrics"]
+__all__ = ["format_table", "cell_rows", "cells_not_done", "results_table", "status_report", "main_metrics"]

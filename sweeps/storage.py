@@ -3,21 +3,10 @@
 Three kinds of storage, all standard Optuna, so ``optuna-dashboard`` opens them:
 
 * **a journal file** (the default: ``runs/<study>/journal.log``, no server):
-  Optuna's ``JournalStorage`` over ``JournalFileBackend``. Append-only, safe
-  for many processes on one machine (or on a shared filesystem with working
-  ``flock``). We give the backend an ``fcntl.flock`` lock instead of Optuna's
-  default symlink lock: the kernel releases a flock when its process dies, so
-  a worker killed with ``kill -9`` in the middle of a write never leaves a
-  stale lock behind (the symlink lock would stall everyone for its 30 s grace
-  period, and then break the lock by force).
-  **A damaged journal** is found before anything is written to it
-  (:func:`check_journal`): a bad record before the last line is refused with
-  one line, the file left byte for byte as it was. A torn last record (a
-  writer killed mid-write, a full disk; Optuna never read it) is moved aside
-  to ``journal.log.torn-<time>`` with a message by the next append, which
-  checks the file's last record first, under the journal lock: no record is
-  ever written after a torn one, and a command that writes nothing (status,
-  a refused spec) changes nothing.
+  Optuna's ``JournalStorage`` over ``JournalFileBackend``, with a lock that
+  dies with its process and a check for damaged files (:mod:`sweeps.journal`).
+  Append-only, safe for many processes on one machine (or on a shared
+  filesystem with working ``flock``).
 * **PostgreSQL** (``postgresql://user:pass@host/db``): Optuna's ``RDBStorage``
   with heartbeats (``heartbeat_interval``/``grace_period``) and a retry
   callback, for many hosts.
@@ -53,17 +42,14 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
-import json
 import os
-import sys
-import time
 import warnings
 from pathlib import Path
 
 from lab.errors import UserError
-from lab.storage_url import redact, with_driver
+from sweeps.journal import FlockLock, check_journal, journal_backend
+from sweeps.storage_url import redact, with_driver
 
 JOURNAL_NAME = "journal.log"
 
@@ -108,177 +94,26 @@ def resolve_storage(cli: str | None, spec: str | None, runs_root: Path, study: s
     return str(Path(url).expanduser().resolve())
 
 
-class FlockLock:
-    """An ``fcntl.flock`` lock for Optuna's JournalFileBackend (released by the kernel if we die).
+def _connect_error(url: str, e: Exception) -> UserError:
+    """One line naming the storage (password hidden) and the root cause of a driver or SQLAlchemy error."""
+    root = e
+    while root.__cause__ is not None or root.__context__ is not None:
+        root = root.__cause__ or root.__context__
+    lines = [ln.strip() for ln in str(getattr(root, "orig", None) or root).splitlines() if ln.strip()]
+    return UserError(f"cannot reach storage {redact(url)}: {redact(lines[0])[:200] if lines else root.__class__.__name__}")
+
+
+def quiet_optuna() -> None:
+    """Optuna's INFO lines and its experimental-feature warnings off (our own messages say what happens).
 
     Example:
-        >>> import tempfile
-        >>> lock = FlockLock(str(Path(tempfile.mkdtemp()) / "j.log"))
-        >>> lock.acquire()
-        True
-        >>> lock.release()
+        >>> quiet_optuna()
     """
-
-    def __init__(self, path: str):
-        self.path = path + ".flock"
-        self._fd: int | None = None
-
-    def acquire(self) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-        return True
-
-    def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-
-
-def _is_record(line: bytes) -> bool:
-    """A journal line Optuna can replay: newline-terminated JSON object with an op code."""
-    if not line.endswith(b"\n"):
-        return False
-    try:
-        obj = json.loads(line)
-    except ValueError:
-        return False
-    return isinstance(obj, dict) and "op_code" in obj
-
-
-def _last_line_start(f, size: int) -> int:
-    """Offset where the file's last line starts (the file's final newline belongs to that line)."""
-    end = size - 1  # a newline at the very end terminates the last line; look before it
-    block = 1 << 16
-    while end > 0:
-        lo = max(0, end - block)
-        f.seek(lo)
-        chunk = f.read(end - lo)
-        i = chunk.rfind(b"\n")
-        if i >= 0:
-            return lo + i + 1
-        end = lo
-    return 0
-
-
-def torn_tail(path: Path) -> int | None:
-    """Offset of a torn last record of a journal file (cheap: reads the last line only), or None.
-
-    Example:
-        >>> import tempfile
-        >>> p = Path(tempfile.mkdtemp()) / "journal.log"
-        >>> _ = p.write_bytes(b'{"op_code": 0}\\n{"op_code": 5, "tri')
-        >>> torn_tail(p)
-        15
-    """
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size == 0:
-                return None
-            start = _last_line_start(f, size)
-            f.seek(start)
-            return None if _is_record(f.read()) else start
-    except FileNotFoundError:
-        return None
-
-
-def _set_aside(path: Path, offset: int) -> Path:
-    """Move bytes ``offset:`` of the journal into a backup file and cut them off (hold the journal lock)."""
-    with open(path, "rb") as f:
-        f.seek(offset)
-        torn = f.read()
-    backup = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
-    with open(backup, "wb") as f:
-        f.write(torn)
-        f.flush()
-        os.fsync(f.fileno())
-    os.truncate(path, offset)
-    print(f"sweep: {path} ended with a torn record ({len(torn)} bytes: a write cut short by a crash or a "
-          f"full disk); set it aside in {backup.name} and continuing", file=sys.stderr, flush=True)
-    return backup
-
-
-def check_journal(path: str | Path) -> None:
-    """Refuse a journal file with a bad record before its last line: a one-line UserError, the file untouched.
-
-    Every line must be a newline-terminated JSON record. A bad *last* line is
-    what a crash mid-write leaves: Optuna skips it when reading, and the next
-    append sets it aside first (see :func:`open_storage`), so it passes here.
-    A bad line anywhere else means the study cannot be read past it.
-
-    Example:
-        >>> import tempfile
-        >>> p = Path(tempfile.mkdtemp()) / "journal.log"
-        >>> _ = p.write_bytes(b'{"op_code": 0}\\ngarbage\\n{"op_code": 1}\\n')
-        >>> check_journal(p)  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        lab.errors.UserError: journal ... line 2 of 3 is not a journal record ...
-    """
-    path = Path(path)
-    if not path.is_file():
-        return
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"cannot read storage {path}: {e}") from None
-    lines = data.splitlines(keepends=True)
-    bad = [i for i, line in enumerate(lines[:-1]) if not _is_record(line)]
-    if bad:
-        first = bad[0]
-        shown = lines[first][:60].decode("utf-8", "replace").rstrip("\n")
-        raise UserError(
-            f"journal {path}: line {first + 1} of {len(lines)} is not a journal record ({shown!r}); the study "
-            f"cannot be read past it and nothing was written. Restore the file from a backup, or cut it at "
-            f"line {first} (head -n {first}) to keep the records before it")
-
-
-def _journal_backend_class():
-    """Optuna's JournalFileBackend whose appends first set aside a torn last record (under the lock)."""
     import optuna
 
-    base = optuna.storages.journal.JournalFileBackend
-
-    class _Backend(base):
-        def append_logs(self, logs) -> None:
-            text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
-            self._lock.acquire()
-            try:
-                path = Path(self._file_path)
-                offset = torn_tail(path)
-                if offset is not None:
-                    _set_aside(path, offset)
-                with open(path, "ab") as f:
-                    f.write(text.encode("utf-8"))
-                    f.flush()
-                    os.fsync(f.fileno())
-            finally:
-                self._lock.release()
-
-    return _Backend
-
-
-def _journal_lock_class():
-    try:
-        from optuna.storages.journal import BaseJournalFileLock
-    except ImportError:  # not re-exported in optuna 4.x/5.x
-        from optuna.storages.journal._file import BaseJournalFileLock
-
-    class _Lock(FlockLock, BaseJournalFileLock):
-        pass
-
-    return _Lock
-
-
-def _connect_error(url: str, e: Exception) -> UserError:
-    first = (str(getattr(e, "orig", None) or e).strip().splitlines() or [e.__class__.__name__])[0]
-    return UserError(f"cannot reach storage {redact(url)}: {first}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*Heartbeat of storage is supposed to be used.*")
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def storage_exists(url: str) -> bool:
@@ -297,24 +132,57 @@ def storage_exists(url: str) -> bool:
     return True
 
 
-def open_storage(url: str, spec=None):
+def _existing(url: str) -> str:
+    """The storage a reader names: a folder holding journal.log or an SQLite file by its path, as a URL; a missing
+    file is a UserError."""
+    if "://" in url:
+        file = url.split(":///", 1)[1] if url.startswith("sqlite:///") else ""
+        if file and file != ":memory:" and not Path(file).is_file():
+            raise UserError(f"storage {url} does not exist (no file {file})")
+        return url
+    path = Path(url)
+    if path.is_dir():
+        path = path / JOURNAL_NAME
+    if not path.is_file():
+        raise UserError(f"storage {url} does not exist")
+    with open(path, "rb") as f:
+        if f.read(16) == b"SQLite format 3\x00":
+            return f"sqlite:///{path.resolve()}"
+    return str(path)
+
+
+def open_storage(url: str, spec=None, *, create: bool = False):
     """An Optuna storage for ``url``, or a one-line UserError if it cannot be reached.
 
-    Journal files are checked first (:func:`check_journal`) and get the flock
+    ``url`` is what :func:`resolve_storage` gives: a PostgreSQL or SQLite URL,
+    or a journal file path. With ``create`` (the sweeps, which write) a
+    missing journal file, its folder and an RDB's tables are created. Without
+    it (analysis, which reads) nothing is: a missing file is an error, the
+    database is touched at once (an unreachable server fails here, not in the
+    middle of a figure), and a folder holding ``journal.log`` or the path of an
+    SQLite file are accepted too.
+
+    Journal files are checked first (:func:`sweeps.journal.check_journal`) and get the flock
     lock and a backend whose every append first sets aside a torn last record
-    (:func:`torn_tail`), under that lock; RDB storages get heartbeats
+    (:func:`sweeps.journal.torn_tail`), under that lock; RDB storages get heartbeats
     (``spec.heartbeat_seconds`` / ``spec.grace_seconds``) and Optuna's retry
     callback, which re-queues a heartbeat-stale trial with the same params and
     user attributes (so with the same cell, and the same run folder).
 
     Example:
         >>> import tempfile
-        >>> st = open_storage(str(Path(tempfile.mkdtemp()) / "journal.log"))
+        >>> st = open_storage(str(Path(tempfile.mkdtemp()) / "journal.log"), create=True)
         >>> type(st).__name__
         'JournalStorage'
+        >>> open_storage("/nonexistent/journal.log")
+        Traceback (most recent call last):
+        ...
+        lab.errors.UserError: storage /nonexistent/journal.log does not exist
     """
     import optuna
 
+    quiet_optuna()
+    url = str(url) if create else _existing(str(url))
     kind = kind_of(url)
     if kind == "journal":
         path = Path(url)
@@ -323,11 +191,11 @@ def open_storage(url: str, spec=None):
         check_journal(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            backend = _journal_backend_class()(str(path), lock_obj=_journal_lock_class()(str(path)))
+            backend = journal_backend(path)
             return optuna.storages.JournalStorage(backend)
         except (OSError, ValueError) as e:
             raise UserError(f"cannot open storage {url}: {e}") from None
-    if kind == "sqlite":
+    if kind == "sqlite" and create:
         Path(url.split(":///", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)
     heartbeat = getattr(spec, "heartbeat_seconds", 10)
     grace = getattr(spec, "grace_seconds", 120)
@@ -343,8 +211,11 @@ def open_storage(url: str, spec=None):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # heartbeat arguments are "experimental"
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
-                                              grace_period=grace, **cb_kwargs)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
+                                                 grace_period=grace, skip_table_creation=not create, **cb_kwargs)
+            if not create:
+                storage.get_all_studies()  # touch the database now
+            return storage
     except ModuleNotFoundError as e:
         raise UserError(f"storage {redact(url)} needs the '{e.name}' package (pip install psycopg2-binary)") from None
     except Exception as e:  # sqlalchemy OperationalError / ArgumentError: unreachable or malformed URL
@@ -408,5 +279,5 @@ def sweep_lock(url: str, name: str):
             conn.close()  # the session ends: the server drops any lock it still holds
 
 
-__all__ = ["resolve_storage", "open_storage", "sweep_lock", "storage_exists", "kind_of", "redact", "FlockLock",
-           "check_journal", "torn_tail"]
+__all__ = ["resolve_storage", "open_storage", "sweep_lock", "storage_exists", "kind_of", "redact", "with_driver",
+           "quiet_optuna"]

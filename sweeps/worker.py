@@ -6,7 +6,8 @@ you can, e.g. to add a worker to a running sweep on this host::
 
     python -m sweeps.worker sweeps/quickstart.yaml --storage runs/quickstart/journal.log --index 7
 
-The worker claims cells until none is left (see :mod:`sweeps.runner`),
+The worker claims cells until none is left (:func:`sweeps.runner.worker_loop`, by
+the protocol of :mod:`sweeps.protocol`),
 trains them with progress bars off, and exits 0; Ctrl-C marks its trial as
 interrupted (resumed by the next run) and exits 130.
 

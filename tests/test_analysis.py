@@ -21,10 +21,11 @@ from matplotlib import image as mpimg  # noqa: E402
 from optuna.trial import TrialState, create_trial  # noqa: E402
 
 from analysis import draw, figures, induction_figures, plotkit, report_paper, runs, selection, stats  # noqa: E402
-from analysis.loader import load_study, load_trials, missing_cells, open_storage, with_metrics  # noqa: E402
+from analysis.loader import load_study, load_trials, missing_cells, with_metrics  # noqa: E402
 from analysis.report import metric_table  # noqa: E402
 from lab.cli import main  # noqa: E402
 from lab.errors import UserError  # noqa: E402
+from sweeps.storage import open_storage  # noqa: E402
 
 NON_EMB = {"1M": 12 * 5 * 128 ** 2, "3M": 12 * 4 * 256 ** 2, "10M": 12 * 6 * 384 ** 2}
 SHAPE = {"1M": (128, 5, 4), "3M": (256, 4, 8), "10M": (384, 6, 8)}
@@ -196,8 +197,9 @@ def lab_dir(tmp_path_factory):
     other = make_study(storage, "copy", "copy", {"model.n": [1]}, "loss")
     other.add_trial(create_trial(value=1.0, user_attrs={"cell": {"model.n": 1}, "task": "copy",
                                                         "metrics": {"loss": 1.0, "exact": 0.5}}))
-    (root / "poly.yaml").write_text(f"study: poly\ntask: polyarith\nstorage: {journal}\n")
-    (root / "induct.yaml").write_text(f"task: induction\nstorage: {journal}\n")  # study: the file's stem
+    (root / "poly.yaml").write_text(f"study: poly\ntask: polyarith\ngrid: {{n: [1, 2]}}\nstorage: {journal}\n")
+    (root / "induct.yaml").write_text(f"task: induction\ngrid: {{n: [1, 2]}}\nstorage: {journal}\n")  # study: the stem
+    (root / "named.yaml").write_text(f"name: poly\ntask: polyarith\ngrid: {{n: [1]}}\nstorage: {journal}\n")
     return root
 
 
@@ -480,6 +482,7 @@ def test_metric_table_spread():
     (["plot", "ROOT/nospec.yaml"], "spec file"),
     (["report", "ROOT"], "is a folder; give a sweep spec file"),
     (["plot", "JOURNAL"], "is not a sweep spec"),
+    (["plot", "ROOT/named.yaml"], "unknown key 'name'"),  # the sweeps' own spec reader
     (["plot"], "give a sweep spec file"),
     (["plot", "--storage", "JOURNAL", "--study", "poly", "--checkpoint", "newest"], "invalid choice"),
     (["plot", "--storage", "JOURNAL", "--study", "poly", "--select-best", "train.lr"],

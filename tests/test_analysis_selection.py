@@ -22,10 +22,11 @@ from test_analysis import (BUDGET, NON_EMB, SHAPE, assert_figure_files, build_in
                            induction_success, make_study, write_eval)
 
 from analysis import induction_figures, plotkit, stats  # noqa: E402
-from analysis.loader import LADDER, load_study, metric_columns, nominal_count, open_storage, size_rank  # noqa: E402
+from analysis.loader import LADDER, load_study, metric_columns, nominal_count, size_rank  # noqa: E402
 from analysis.report import significance_table  # noqa: E402
 from lab.cli import main  # noqa: E402
 from lab.config import SIZES  # noqa: E402
+from sweeps.storage import open_storage  # noqa: E402
 
 LRS = (1e-3, 3e-3, 1e-2)
 # validation objective at each run's selected checkpoint: n = 1 prefers 3e-3, n = 2 prefers 1e-2, except seed 1 of n = 2
@@ -86,7 +87,7 @@ def lab(tmp_path_factory):
     build_lr_study(storage)
     build_lr_study(storage, "novalid", with_valid=False)
     build_induction(root, storage)
-    (root / "lr.yaml").write_text(f"study: lr\ntask: polyarith\nstorage: {root / 'journal.log'}\n")
+    (root / "lr.yaml").write_text(f"study: lr\ntask: polyarith\ngrid: {{n: [1]}}\nstorage: {root / 'journal.log'}\n")
     return root
 
 

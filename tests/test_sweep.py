@@ -193,6 +193,25 @@ def test_cells_expand_in_file_order_with_stable_keys(lab_dir):
     assert spec.grid["train.lr"] == [0.001]  # YAML's "1e-3" string typed by the config dataclass
 
 
+def test_one_table_of_short_names_for_train_flags_and_specs(lab_dir):
+    from lab.cli import TRAIN_FLAGS
+    from lab.shorthands import SHORTHANDS
+    from sweeps.spec import BUDGET_KEYS, load_spec
+
+    assert {**TRAIN_FLAGS, "heads_on_top": "model.heads_on_top"} == SHORTHANDS
+    assert BUDGET_KEYS.items() <= SHORTHANDS.items()
+    spec = load_spec(write(lab_dir / "short.yaml", "task: polyarith\ngrid: {lr: [1.0e-3]}\nfixed: {eval_examples: 5}\n"))
+    assert spec.grid == {"train.lr": [0.001]} and spec.fixed["train.eval_examples"] == 5
+
+
+def test_only_the_protocol_touches_optuna_private_attributes():
+    import re
+
+    for path in [*(REPO / "sweeps").glob("*.py"), *(REPO / "analysis").glob("*.py")]:
+        if path.name != "protocol.py":
+            assert not re.search(r"\._(storage|trial_id|lock|file_path)\b", path.read_text()), path
+
+
 # ---------------- running ----------------
 
 def test_run_status_attrs_and_changed_spec(lab_dir, capsys):
@@ -270,7 +289,7 @@ def test_journal_pop_is_atomic(tmp_path):
     from sweeps.storage import open_storage
 
     journal = tmp_path / "journal.log"
-    study = optuna.create_study(study_name="pop", storage=open_storage(str(journal)))
+    study = optuna.create_study(study_name="pop", storage=open_storage(str(journal), create=True))
     for i in range(24):
         study.enqueue_trial({}, user_attrs={"i": i})
     script = textwrap.dedent(f"""
@@ -300,8 +319,10 @@ def test_journal_pop_is_atomic(tmp_path):
 
 def _study_on_disk(lab_dir):
     """A study with its spec attributes and 2 queued cells in runs/tiny/journal.log (no training)."""
-    from sweeps.runner import open_study, queue_cells, sweep_lock
+    from sweeps.protocol import queue_cells
     from sweeps.spec import cells, load_spec
+    from sweeps.storage import sweep_lock
+    from sweeps.study import open_study
 
     spec = load_spec(write(lab_dir / "tiny.yaml", TINY.replace("seed: [0, 1]", "seed: [0]")))
     journal = lab_dir / "runs/tiny/journal.log"
@@ -313,7 +334,7 @@ def _study_on_disk(lab_dir):
 
 @pytest.mark.parametrize("torn", [b'{"op_code": 5, "trial_id\n', b'{"op_code": 5, "tri'])
 def test_torn_last_journal_record_is_set_aside_and_the_study_goes_on(lab_dir, capsys, torn):
-    from sweeps.runner import open_study
+    from sweeps.study import open_study
 
     spec, journal, study = _study_on_disk(lab_dir)
     good = journal.read_bytes()

@@ -93,9 +93,11 @@ def test_postgres_heartbeat_retries_a_stale_trial(tmp_path, pg_url, monkeypatch)
     import optuna
     from optuna.trial import TrialState
 
-    from sweeps.runner import open_study, queue_cells, run_sweep
+    from sweeps.protocol import queue_cells
+    from sweeps.runner import run_sweep
     from sweeps.spec import cells, load_spec
     from sweeps.storage import resolve_storage, sweep_lock
+    from sweeps.study import open_study
 
     import torch
 

@@ -1,4 +1,6 @@
-"""Optuna storage URLs: shared by the sweeps (which write studies) and analysis (which reads them).
+"""Optuna storage URLs: passwords hidden in messages, the PostgreSQL driver pinned.
+
+Used by :mod:`sweeps.storage` (which the sweeps write studies through and analysis reads them through).
 
 Example:
     >>> redact("postgresql://me:secret@db:5432/lab")
