@@ -224,6 +224,8 @@ def add_parser(sub, bench_sub) -> None:
                                      "or figures/ beside --out)")
     r.set_defaults(func=cmd_report)
 
+    from analysis.compare import add_parser as add_compare
     from analysis.curves import add_parser as add_curves
 
     add_curves(sub)
+    add_compare(sub)

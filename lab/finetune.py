@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -45,7 +46,13 @@ from lab.model import Block, SequentialHead
 
 TRUNK_PREFIXES = ("tok_emb.", "trunk.", "norm_f.", "lm_head.")  # the parameters every head shares
 # Model fields that must equal the source's for its weights to mean the same thing here.
-SHARED_FIELDS = ("d_model", "n_heads", "mlp_ratio", "rope_base", "head_input")
+SHARED_FIELDS = ("d_model", "n_heads", "mlp_ratio", "rope_base")
+# A head that read the last trunk layer in the source keeps reading it (to within this share of its input) when
+# the new run reads weighted hidden states: its mixing logits start this saturated, so its logits equal the
+# source's to about 1e-6 and Adam (~lr per step) cannot move them in a finetuning run. Added heads start at
+# lab.model.WHS_INIT_LAST and learn their mixes (Mehra et al.: the next-token head keeps its input, the MTP heads
+# read the weighted states).
+SOURCE_HEAD_OTHER_SHARE = 1e-6
 
 
 def part_of(name: str, n_source: int = 0) -> str:
@@ -88,8 +95,10 @@ class Source:
                 "n": self.n, "head_kind": self.config.model.head_kind}
 
 
-def read_source(config: RunConfig) -> Source | None:
+def read_source(config: RunConfig, tasks) -> Source | None:
     """The source run of ``config`` (``train.init_from``), checked against ``config``; None without one.
+
+    ``tasks`` looks up a task class by name (``generators.registry.get``), to read the source's config.
 
     A one-line UserError for a folder that is not a run, a missing or
     corrupt checkpoint, another task, a model whose shared part differs
@@ -98,8 +107,10 @@ def read_source(config: RunConfig) -> Source | None:
     leaves nothing to train. The vocabulary is checked by :func:`load_into`.
 
     Example:
+        >>> from generators import registry
         >>> from lab.config import build_run_config
-        >>> read_source(build_run_config("polyarith", {"train.init_from": "/nonexistent"}))
+        >>> config = build_run_config(registry.get("polyarith"), {"train.init_from": "/nonexistent"})
+        >>> read_source(config, registry.get)
         Traceback (most recent call last):
         ...
         lab.errors.UserError: train.init_from: /nonexistent is not a run folder (no config.json)
@@ -108,7 +119,7 @@ def read_source(config: RunConfig) -> Source | None:
         return None
     run_dir = Path(config.train.init_from)
     try:
-        src = ckpt.read_config(run_dir)
+        src = ckpt.read_config(run_dir, tasks)
         state = ckpt.load_checkpoint(run_dir)
     except UserError as e:
         raise UserError(f"train.init_from: {e}") from None
@@ -121,6 +132,9 @@ def read_source(config: RunConfig) -> Source | None:
         if getattr(sm, name) != getattr(tm, name):
             raise UserError(f"{where} has model.{name}={getattr(sm, name)}, this run {getattr(tm, name)}; they "
                             f"must match (give the source's size, or --size custom with its shape)")
+    if sm.head_input == "weighted" and tm.head_input != "weighted":
+        raise UserError(f"{where} reads weighted hidden states and this run model.head_input={tm.head_input}: that "
+                        f"would drop its trained mixes; use model.head_input=weighted")
     if sm.vocab_size and tm.vocab_size and sm.vocab_size != tm.vocab_size:
         raise UserError(f"{where} has a vocabulary of {sm.vocab_size} tokens, this run {tm.vocab_size}")
     if sm.trunk_layers != tm.trunk_layers:
@@ -166,7 +180,10 @@ def load_into(model, source: Source, init_heads: str = "copy") -> None:
     (``source.n`` .. n-1) are copies of the source's last head with
     ``init_heads="copy"`` (a sequential head copies a plain block's weights
     into its block; its merge layer stays freshly initialised), or keep
-    their fresh initialisation with ``"random"``.
+    their fresh initialisation with ``"random"``. A run reading weighted
+    hidden states from a source that read the last layer: the source's heads
+    keep reading it (mixing logits saturated, see SOURCE_HEAD_OTHER_SHARE) and
+    the added heads start from lab.model.whs_init_logits.
 
     Example:
         >>> from lab.model import MTPModel
@@ -188,13 +205,32 @@ def load_into(model, source: Source, init_heads: str = "copy") -> None:
             raise UserError(f"train.init_from {source.run_dir}: its {key} {tuple(value.shape)} does not fit this "
                             f"model ({have})")
     model.load_state_dict({**target, **source.state})
+    whs = model.config.head_input == "weighted"
+    source_whs = source.config.model.head_input == "weighted"
+    if whs and not source_whs:
+        for mix in model.head_mix[:source.n]:
+            mix.copy_(saturated_last_logits(mix.numel()))
     if init_heads == "copy":
         last = source.n - 1
         for j in range(source.n, model.config.n):
             src, dst = model.heads[last], model.heads[j]
             (dst.block if isinstance(dst, SequentialHead) and isinstance(src, Block) else dst).load_state_dict(src.state_dict())
-            if model.config.head_input == "weighted" and model.heads_independent:
+            if whs and source_whs and model.heads_independent:
                 model.head_mix[j].copy_(model.head_mix[last])
+
+
+def saturated_last_logits(states: int) -> torch.Tensor:
+    """Mixing logits whose softmax puts all but SOURCE_HEAD_OTHER_SHARE on the last of ``states`` hidden states.
+
+    Example:
+        >>> w = saturated_last_logits(5).softmax(0)
+        >>> round(float(w[-1]), 6), float(w[:-1].sum()) < 1.01e-6
+        (1.0, True)
+    """
+    logits = torch.zeros(states)
+    if states > 1:
+        logits[-1] = math.log((states - 1) / SOURCE_HEAD_OTHER_SHARE)
+    return logits
 
 
 def freeze(model, train: TrainConfig, n_source: int = 0) -> None:

@@ -6,6 +6,7 @@ import shutil
 import pytest
 import torch
 
+from generators import registry
 from lab import finetune
 from lab import train as train_mod
 from lab.cli import main
@@ -27,12 +28,12 @@ SRC_FLAGS = [f"--set={k}={v}" for k, v in SRC.items() if k not in ("model.n", "t
 def source(tmp_path_factory):
     """A trained n=1 run folder."""
     run_dir = tmp_path_factory.mktemp("src") / "ntp"
-    train_mod.run(build_run_config("polyarith", SRC), run_dir, quiet=True)
+    train_mod.run(build_run_config(registry.get("polyarith"), SRC), run_dir, quiet=True)
     return run_dir
 
 
 def _cfg(source, **over):
-    return build_run_config("polyarith", {**SRC, "model.n": 3, "train.init_from": str(source), **over})
+    return build_run_config(registry.get("polyarith"), {**SRC, "model.n": 3, "train.init_from": str(source), **over})
 
 
 def _trainer(tmp_path, source, **over):
@@ -64,6 +65,26 @@ def test_init_from_reproduces_the_source_s_next_token_logits(tmp_path, source):
     with torch.no_grad():
         assert torch.equal(rr.model(idx, heads=1)[0], src(idx)[0])
         assert not torch.equal(rr.model.heads[1].mlp.up.weight, src.heads[0].mlp.up.weight)
+
+
+@pytest.mark.parametrize("init_heads", ["copy", "random"])
+def test_weighted_hidden_states_from_a_last_layer_source(tmp_path, source, init_heads):
+    """WHS on an n=1 source: head 1 keeps reading the last layer (logits within 1e-5), added heads learn mixes."""
+    from lab.model import whs_init_logits
+    src = train_mod.load_run(source)[3]
+    r = _trainer(tmp_path, source, **{"model.head_input": "weighted", "train.init_heads": init_heads})
+    idx = torch.randint(0, src.config.vocab_size, (2, 20))
+    with torch.no_grad():
+        torch.testing.assert_close(r.model(idx, heads=1)[0], src(idx)[0], rtol=0, atol=1e-5)
+        assert not torch.equal(r.model(idx, heads=1)[0], src(idx)[0])  # it does read the mix, a 1e-6 share of it
+    w = r.model.head_mix[0].detach().softmax(0)
+    assert float(w[:-1].sum()) < 1.01e-6
+    for mix in r.model.head_mix[1:]:  # the added heads: the ordinary WHS start, free to move
+        assert torch.equal(mix.detach(), whs_init_logits(3))
+    before = [m.detach().clone() for m in r.model.head_mix]
+    for _ in range(3):
+        r.train_step()
+    assert all(not torch.equal(b, m.detach()) for b, m in zip(before[1:], r.model.head_mix[1:]))
 
 
 @pytest.mark.parametrize("freeze", ["trunk", "trunk,source_heads"])
@@ -205,6 +226,7 @@ def _one_line_error(capsys, argv, needle):
     (["--init-from", "{src}", "--heads-on-top", "--set", "model.heads_on_top=false"], "would delete trained trunk"),
     (["--init-from", "{src}", "--set", "model.heads_on_top=false"], "would delete trained trunk layers"),
     (["--init-from", "{src}", "--n", "1", "--freeze", "trunk,source_heads"], "leaves nothing to train"),
+    (["--init-from", "{whs_src}"], "would drop its trained mixes"),
     (["--init-from", "{src}", "--freeze", "trunk", "--set", "train.head_lr_mult=0"], "nothing would train"),
     (["--freeze", "source_heads"], "needs train.init_from"),
     (["--freeze", "embedding"], "unknown train.freeze group 'embedding'"),
@@ -224,7 +246,13 @@ def test_bad_input_is_one_line_exit_2_and_creates_no_run_folder(tmp_path, capsys
         d.mkdir()
         shutil.copy(source / "config.json", d / "config.json")
     (corrupt / "checkpoint.pt").write_bytes((source / "checkpoint.pt").read_bytes()[:500])
-    paths = {"{missing}": tmp_path / "missing", "{no_ckpt}": no_ckpt, "{corrupt}": corrupt, "{src}": source}
+    whs_src = tmp_path / "whs_src"  # the source's folder, its config claiming weighted hidden states
+    shutil.copytree(source, whs_src)
+    cfg = json.loads((whs_src / "config.json").read_text())
+    cfg["model"]["head_input"] = "weighted"
+    (whs_src / "config.json").write_text(json.dumps(cfg))
+    paths = {"{missing}": tmp_path / "missing", "{no_ckpt}": no_ckpt, "{corrupt}": corrupt, "{src}": source,
+             "{whs_src}": whs_src}
     extra = [str(paths.get(a, a)) for a in extra]
     # n=3 heads on top of the source's 3 layers; without a source, n=2 (parameter-matched, 1 trunk layer)
     n = [] if "--n" in extra else ["--n", "3" if "--init-from" in extra else "2"]

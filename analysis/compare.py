@@ -1,0 +1,193 @@
+"""Compare groups of run folders on one metric: means with 95% intervals, and every group against a baseline.
+
+A group is ``LABEL=GLOB``: the run folders the glob matches (one per seed,
+typically). ``LABEL=GLOB@METRIC`` reads another metric for that group, e.g. the
+marginal of a next-token model beside the heads of MTP models:
+
+    mtplab compare "scratch=runs/from-ntp-scratch/n=2,*" "frozen=runs/from-ntp-frozen/*" \\
+        "marginal=runs/from-ntp-scratch/n=1,*@future_acc/k=2/marginal" \\
+        --metric future_acc/k=2/head --baseline scratch --out docs/from-ntp.md
+
+Each run's value comes from its ``eval.json``: the last eval (``--checkpoint
+final``, the default: the final eval of a finished run) or the checkpoint the
+run chose on validation (``best``). The table gives each group's mean with its
+95% t-interval, the per-run values and the training tokens (a run started
+from another run's checkpoint, ``train.init_from``, counts the source's tokens
+too), then each group minus the baseline: Welch's 95% interval and p, and the
+exact permutation p.
+
+Example:
+    >>> import json, tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for g, vals in (("a", (0.50, 0.52, 0.51)), ("b", (0.20, 0.22, 0.21))):
+    ...     for i, v in enumerate(vals):
+    ...         d = root / f"{g}{i}"; d.mkdir()
+    ...         _ = (d / "eval.json").write_text(json.dumps({"tokens": 1000, "metrics": {"acc": v}}))
+    >>> frame = group_values([parse_group(f"A={root}/a*"), parse_group(f"B={root}/b*")], "acc")
+    >>> print(compare_table(frame, baseline="B").splitlines()[2])
+    | A | acc | 3 | 51.0% [48.5, 53.5] | 50.0, 52.0, 51.0 | 1,000 | +30.0 [+27.7, +32.3] | 0.000 | 0.10 |
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.runs import read_eval
+from analysis.stats import mean_interval, welch
+from lab.errors import UserError
+from lab.paths import atomic_write_text
+
+CHECKPOINTS = ("final", "best")
+
+
+@dataclass(frozen=True)
+class Group:
+    """A labelled set of run folders, and the metric read from them (None: the command's --metric)."""
+
+    label: str
+    pattern: str
+    metric: str | None = None
+
+
+def parse_group(text: str) -> Group:
+    """``LABEL=GLOB`` or ``LABEL=GLOB@METRIC`` -> a Group.
+
+    Example:
+        >>> parse_group("marginal=runs/x/n=1,*@future_acc/k=2/marginal")
+        Group(label='marginal', pattern='runs/x/n=1,*', metric='future_acc/k=2/marginal')
+    """
+    label, sep, rest = text.partition("=")
+    if not sep or not label.strip() or not rest.strip():
+        raise UserError(f"group '{text}': write LABEL=GLOB (or LABEL=GLOB@METRIC), e.g. 'scratch=runs/s/n=2,*'")
+    pattern, at, metric = rest.rpartition("@") if "@" in rest else (rest, "", "")
+    if at and not metric.strip():
+        raise UserError(f"group '{text}': nothing after '@'; give a metric name or leave the '@' out")
+    return Group(label.strip(), pattern.strip(), metric.strip() or None)
+
+
+def _tokens(run_dir: Path, data: dict) -> float:
+    """Training tokens of a run, counting its train.init_from source's own (one level: sources are read as given)."""
+    tokens = float(data.get("tokens") or math.nan)
+    try:
+        meta = json.loads((run_dir / "config.json").read_text()).get("meta", {}).get("init_from")
+        if meta:
+            source = read_eval(meta["run_dir"])
+            tokens += float(source.get("tokens")) if source else math.nan
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return tokens
+
+
+def group_values(groups: list[Group], metric: str, checkpoint: str = "final") -> pd.DataFrame:
+    """One row per run folder: group, run, metric, value, tokens. A group without runs or values is a UserError.
+
+    Example:
+        >>> group_values([Group("x", "/nonexistent/*")], "acc")
+        Traceback (most recent call last):
+        ...
+        lab.errors.UserError: group 'x': no run folder matches /nonexistent/*
+    """
+    if checkpoint not in CHECKPOINTS:
+        raise UserError(f"unknown --checkpoint '{checkpoint}'; choose one of {', '.join(CHECKPOINTS)}")
+    labels = [g.label for g in groups]
+    if len(set(labels)) != len(labels):
+        raise UserError(f"group labels must differ; got {', '.join(labels)}")
+    rows = []
+    for g in groups:
+        name = g.metric or metric
+        dirs = sorted(Path(p) for p in glob.glob(g.pattern) if (Path(p) / "eval.json").is_file())
+        if not dirs:
+            raise UserError(f"group '{g.label}': no run folder matches {g.pattern}")
+        for d in dirs:
+            data = read_eval(d) or {}
+            where = data.get("best") if checkpoint == "best" else data
+            value = (where or {}).get("metrics", {}).get(name)
+            if value is None:
+                raise UserError(f"group '{g.label}': {d} has no {name} in its {checkpoint} eval (eval.json); "
+                                f"see its metrics, or choose another --metric/--checkpoint")
+            rows.append({"group": g.label, "run": str(d), "metric": name, "value": float(value),
+                         "tokens": _tokens(d, data)})
+    return pd.DataFrame(rows)
+
+
+def _pct(x: float, signed: bool = False) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:{'+' if signed else ''}.1f}"
+
+
+def compare_table(frame: pd.DataFrame, baseline: str | None = None) -> str:
+    """Markdown: per group, mean [95% interval] in percent, per-run values, tokens; minus the baseline if given.
+
+    Example:
+        >>> f = pd.DataFrame({"group": ["a", "a"], "run": ["r0", "r1"], "metric": "m", "value": [0.2, 0.4],
+        ...                   "tokens": [10.0, 10.0]})
+        >>> compare_table(f).splitlines()[2]
+        '| a | m | 2 | 30.0% [-97.1, 157.1] | 20.0, 40.0 | 10 |'
+    """
+    groups = list(dict.fromkeys(frame["group"]))
+    if baseline is not None and baseline not in groups:
+        raise UserError(f"--baseline '{baseline}' is not a group; the groups are {', '.join(groups)}")
+    head = "| group | metric | runs | mean [95% interval] | per run | tokens |"
+    rule = "|---|---|---|---|---|---|"
+    if baseline:
+        head += f" minus {baseline} [95% interval] | Welch p | permutation p |"
+        rule += "---|---|---|"
+    lines = [head, rule]
+    base = frame[frame["group"] == baseline]["value"] if baseline else None
+    for g in groups:
+        sub = frame[frame["group"] == g]
+        mean, lo, hi, k = mean_interval(sub["value"])
+        tokens = sub["tokens"].median()
+        line = (f"| {g} | {sub['metric'].iloc[0]} | {k} | {_pct(mean)}% [{_pct(lo)}, {_pct(hi)}] | "
+                f"{', '.join(_pct(v) for v in sub['value'])} | {'n/a' if math.isnan(tokens) else f'{tokens:,.0f}'} |")
+        if baseline:
+            if g == baseline:
+                line += " | | |"
+            else:
+                c = welch(sub["value"], base)
+                p = "n/a" if c.p is None else f"{c.p:.3f}"
+                perm = "n/a" if c.p_perm is None else f"{c.p_perm:.2f}"
+                line += f" {_pct(c.diff, True)} [{_pct(c.lo, True)}, {_pct(c.hi, True)}] | {p} | {perm} |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def cmd_compare(args) -> int:
+    """``mtplab compare GROUP... --metric M [--baseline LABEL] [--out FILE.md]``."""
+    groups = [parse_group(t) for t in args.groups]
+    if args.out:
+        out = Path(args.out)
+        if out.is_dir() or not out.parent.is_dir():
+            raise UserError(f"--out {out}: give a file path in an existing folder")
+    frame = group_values(groups, args.metric, args.checkpoint)
+    table = compare_table(frame, args.baseline)
+    print(table)
+    if args.out:
+        atomic_write_text(Path(args.out), table + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    """The ``compare`` subcommand (added by :func:`analysis.cli.add_parser`)."""
+    import argparse
+
+    c = sub.add_parser("compare", help="groups of run folders on one metric: means, 95%% intervals, against a baseline",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  mtplab compare 'scratch=runs/from-ntp-scratch/n=2,*' "
+                              "'frozen=runs/from-ntp-frozen/*' \\\n"
+                              "      'marginal=runs/from-ntp-scratch/n=1,*@future_acc/k=2/marginal' \\\n"
+                              "      --metric future_acc/k=2/head --baseline scratch")
+    c.add_argument("groups", nargs="+", metavar="LABEL=GLOB[@METRIC]",
+                   help="a labelled glob of run folders (quote it); @METRIC reads another metric for that group")
+    c.add_argument("--metric", required=True, help="the metric every group without its own @METRIC reads")
+    c.add_argument("--baseline", help="the group every other group is compared with (Welch interval and p)")
+    c.add_argument("--checkpoint", choices=CHECKPOINTS, default="final",
+                   help="final (default): each run's last eval; best: the checkpoint it chose on validation")
+    c.add_argument("--out", help="also write the markdown table to this file")
+    c.set_defaults(func=cmd_compare)

@@ -1,0 +1,59 @@
+"""`mtplab compare`: groups of run folders on one metric, against a baseline."""
+
+import json
+
+import pytest
+
+from lab.cli import main
+
+
+def _run(root, name, value, *, tokens=1000, metric="acc", best=None, source=None):
+    d = root / name
+    d.mkdir(parents=True)
+    data = {"tokens": tokens, "metrics": {metric: value}}
+    if best is not None:
+        data["best"] = {"metrics": {metric: best}, "step": 1, "tokens": tokens // 2}
+    (d / "eval.json").write_text(json.dumps(data))
+    meta = {"init_from": {"run_dir": str(source), "step": 1}} if source else {}
+    (d / "config.json").write_text(json.dumps({"meta": meta}))
+    return d
+
+
+def test_compare_table_means_intervals_and_welch_against_the_baseline(tmp_path, capsys):
+    src = _run(tmp_path, "src", 0.1, tokens=2000)
+    for i, v in enumerate((0.50, 0.52, 0.51)):
+        _run(tmp_path / "a", f"s{i}", v, best=0.9, source=src)
+    for i, v in enumerate((0.20, 0.22, 0.21)):
+        _run(tmp_path / "b", f"s{i}", v)
+        _run(tmp_path / "m", f"s{i}", 0.3, metric="acc/marginal")
+    out = tmp_path / "table.md"
+    code = main(["compare", f"A={tmp_path}/a/*", f"B={tmp_path}/b/*", f"M={tmp_path}/m/*@acc/marginal",
+                 "--metric", "acc", "--baseline", "B", "--out", str(out)])
+    assert code == 0
+    rows = {line.split(" | ")[0].strip("| "): line for line in out.read_text().splitlines()[2:]}
+    # diff 0.30, se = sqrt(2 * 1e-4 / 3), df 4, t(0.975, 4) = 2.776 -> half-width 0.0227
+    assert "| +30.0 [+27.7, +32.3] | 0.000 | 0.10 |" in rows["A"]
+    assert "| 3,000 |" in rows["A"]  # 1,000 own tokens + the init_from source's 2,000
+    assert "acc/marginal | 3 | 30.0% [30.0, 30.0]" in rows["M"]
+    assert "+9.0 [+6.5, +11.5]" in rows["M"]  # M has no spread: se = sqrt(1e-4 / 3), df 2, t = 4.303
+    assert capsys.readouterr().out.startswith("| group | metric |")
+    main(["compare", f"A={tmp_path}/a/*", "--metric", "acc", "--checkpoint", "best"])
+    assert "90.0% [90.0, 90.0]" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["nolabel"], "write LABEL=GLOB"),
+    (["A={root}/a/*@"], "nothing after '@'"),
+    (["A={root}/none/*"], "no run folder matches"),
+    (["A={root}/a/*", "A={root}/a/*"], "labels must differ"),
+    (["A={root}/a/*", "--baseline", "Z"], "--baseline 'Z' is not a group"),
+    (["A={root}/a/*@loss"], "has no loss in its final eval"),
+    (["A={root}/a/*", "--out", "{root}/missing/t.md"], "give a file path in an existing folder"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, capsys, args, needle):
+    _run(tmp_path / "a", "s0", 0.5)
+    argv = ["compare", *[a.replace("{root}", str(tmp_path)) for a in args], "--metric", "acc"]
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and needle in err, err
+    assert not (tmp_path / "missing").exists()
