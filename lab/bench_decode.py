@@ -126,7 +126,9 @@ def format_bench(result: dict) -> str:
     """
     n = result["n"]
     heads = list(range(2, n + 1))
-    lines = [f"{result['prompts']} prompts, batch size {result['batch_size']}, up to {result['max_new_tokens']} new tokens"
+    workload = {"continue": f"continue held-out texts ({result.get('prompt_tokens')}-token prompts); ",
+                "answers": "answers to test prompts; "}.get(result.get("mode"), "")
+    lines = [f"{workload}{result['prompts']} prompts, batch size {result['batch_size']}, up to {result['max_new_tokens']} new tokens"
              f" {'(stop at the answer end)' if result['stop_token'] is not None else '(no stop token)'}; "
              f"{result['head_kind']} heads n={n}; device {result['device']}",
              f"plain greedy (MTPModel.generate, KV cache): {result['greedy']['tokens_per_s']:,.0f} tokens/s",

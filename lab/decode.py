@@ -132,6 +132,54 @@ def task_prompts(task, records: list[dict], enc) -> tuple[list[list[int]], int |
     return prompts, stop, longest
 
 
+DECODE_MODES = ("answers", "continue")  # bench decode's workloads; a task picks its own with ``decode_mode``
+
+
+def default_workload(task, context: int) -> tuple[str, int, int]:
+    """(mode, prompt tokens, new tokens): the long-generation workload a task's decoding is benchmarked on.
+
+    A task's ``decode_mode`` attribute (default ``"answers"``) names its
+    natural workload: its test prompts and their answers (short for
+    polyarith), or ``"continue"``: the opening of each held-out text and a
+    long continuation, where drafting can pay. The continuation fits the
+    model's context, since positions past it were never trained:
+    ``min(128, context // 4)`` prompt tokens and ``min(256, context -
+    prompt)`` new ones (32 + 96 at a context of 128, 128 + 256 at 512).
+
+    Example:
+        >>> class Stories: decode_mode = "continue"
+        >>> default_workload(Stories(), 128), default_workload(object(), 512)
+        (('continue', 32, 96), ('answers', 0, 0))
+    """
+    mode = getattr(task, "decode_mode", "answers")
+    if mode != "continue":
+        return "answers", 0, 0
+    prompt = min(128, context // 4)
+    return "continue", prompt, min(256, context - prompt)
+
+
+def continuation_prompts(task, records: list[dict], enc, prompt_tokens: int) -> list[list[int]]:
+    """The first ``prompt_tokens`` tokens of each held-out text (end-of-text token, then its document).
+
+    Texts shorter than that are left out; a UserError when every one is.
+
+    Example:
+        >>> from generators import registry
+        >>> from lab.tokenizers import byte_encoding
+        >>> task = registry.create("polyarith", {"test_per_op": 1})
+        >>> [len(p) for p in continuation_prompts(task, task.build("test", 0)[:2], byte_encoding(), 4)]
+        [4, 4]
+    """
+    if prompt_tokens < 1:
+        raise UserError(f"--prompt-tokens must be at least 1, got {prompt_tokens}")
+    docs = [[enc.eot_token] + enc.encode_ordinary(task.document(rec)) for rec in records]
+    prompts = [d[:prompt_tokens] for d in docs if len(d) >= prompt_tokens]
+    if not prompts:
+        raise UserError(f"--prompt-tokens {prompt_tokens} is longer than every held-out text (the longest is "
+                        f"{max(map(len, docs), default=0)} tokens); give a smaller --prompt-tokens")
+    return prompts
+
+
 def pick(records: list, limit: int) -> list:
     """``limit`` records spread evenly over the list (all of them if limit is 0 or larger).
 

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from lab.decode import DECODE_MODES
 from lab.errors import UserError
 from lab.paths import atomic_write_text, check_output_file
 
@@ -63,20 +64,27 @@ def add_parser(sub, bench_sub) -> None:
     b = bench_sub.add_parser(
         "decode", help="speculative vs plain greedy decoding: tokens/forward, acceptance, tokens/s",
         formatter_class=_formatter,
-        description="Decodes the run's test prompts with plain greedy decoding (MTPModel.generate, KV cache) and\n"
-                    "with k = 1..n heads, on this machine in this process, and prints for each k: tokens per\n"
+        description="Decodes the run's held-out prompts with plain greedy decoding (MTPModel.generate, KV cache)\n"
+                    "and with k = 1..n heads, on this machine in this process, and prints for each k: tokens per\n"
                     "forward (after the prefill), the acceptance rate of each draft head (given the earlier drafts\n"
-                    "were accepted), tokens/s and the speed-up over plain greedy decoding. By default each prompt\n"
-                    "decodes its answer as the task's evaluation does (stop at the answer end); --max-new-tokens N\n"
-                    "decodes N tokens with no stop, so the model goes on past the answer.",
-        epilog="examples:\n  mtplab bench decode runs/x\n  mtplab bench decode runs/x --max-new-tokens 200 --limit 50\n"
-               "  mtplab bench decode runs/x --batch-size 8 --heads 1,4 --json bench.json")
+                    "were accepted), tokens/s and the speed-up over plain greedy decoding.\n"
+                    "The workload is the task's own (its decode_mode): 'answers' decodes each test prompt's answer\n"
+                    "as the evaluation does, stopping at its end (polyarith: about 6 tokens, which caps any\n"
+                    "speed-up; the ceilings are printed); 'continue' takes the first --prompt-tokens tokens of\n"
+                    "each held-out text and decodes --max-new-tokens more with no stop (induction: 32 + 96 at a\n"
+                    "context of 128, 128 + 256 at 512, always within the context).",
+        epilog="examples:\n  mtplab bench decode runs/x\n  mtplab bench decode runs/x --mode continue --prompt-tokens 32 "
+               "--max-new-tokens 96\n  mtplab bench decode runs/x --batch-size 8 --heads 1,4 --json bench.json")
     b.add_argument("run")
     b.add_argument("--heads", help="comma-separated k values (default 1..n)")
     b.add_argument("--limit", type=int, default=100, help="test prompts used, spread over the test set (0: all; default 100)")
     b.add_argument("--batch-size", type=int, default=1, help="prompts decoded together (default 1)")
+    b.add_argument("--mode", choices=DECODE_MODES, help="answers | continue (default: the task's decode_mode)")
+    b.add_argument("--prompt-tokens", type=int, default=0,
+                   help="continue: prompt length in tokens (default min(128, context/4))")
     b.add_argument("--max-new-tokens", type=int, default=0,
-                   help="decode this many tokens per prompt with no stop (default: the answer, stopping at its end)")
+                   help="decode this many tokens per prompt with no stop (default: answers: the answer, stopping at "
+                        "its end; continue: min(256, context - prompt))")
     b.add_argument("--repeats", type=int, default=3, help="timed passes per method; the fastest counts (default 3)")
     b.add_argument("--device", help="auto | cpu | cuda (default: the run's)")
     b.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
@@ -189,7 +197,7 @@ def cmd_decode(args) -> int:
 def cmd_bench_decode(args) -> int:
     """``mtplab bench decode``: speculative vs plain greedy decoding on the run's test prompts."""
     from lab.bench_decode import bench_decode, format_bench
-    from lab.decode import pick, task_prompts
+    from lab.decode import continuation_prompts, default_workload, pick, task_prompts
     from lab.speculative import check_heads
 
     _positive("--batch-size", args.batch_size)
@@ -198,8 +206,8 @@ def cmd_bench_decode(args) -> int:
         import torch
 
         torch.set_num_threads(_positive("--threads", args.threads))
-    if args.limit < 0 or args.max_new_tokens < 0:
-        raise UserError("--limit and --max-new-tokens must be >= 0")
+    if args.limit < 0 or args.max_new_tokens < 0 or args.prompt_tokens < 0:
+        raise UserError("--limit, --prompt-tokens and --max-new-tokens must be >= 0")
     if args.json:
         check_output_file(args.json, "--json")  # before the benchmark, not after it
     config, task, data, model = _load(args.run, args.device)
@@ -217,21 +225,31 @@ def cmd_bench_decode(args) -> int:
     records = pick(data.test, args.limit)
     if not records:
         raise UserError(f"{args.run}: the task has no test prompts")
-    prompts, stop, longest = task_prompts(task, records, data.enc)
-    fits = [p for p in prompts if len(p) <= config.train.context]
-    if not fits:
-        raise UserError(f"every test prompt is longer than the model's context of {config.train.context}")
-    if len(fits) < len(prompts):
-        print(f"skipping {len(prompts) - len(fits)} test prompts longer than the context of {config.train.context}",
-              file=sys.stderr)
-    prompts = fits
-    if args.max_new_tokens:
-        max_new, stop = args.max_new_tokens, None
+    context = config.train.context
+    mode, prompt_len, new_len = default_workload(task, context)
+    mode = args.mode or mode
+    if mode == "continue":
+        prompt_len = args.prompt_tokens or prompt_len or min(128, context // 4)
+        max_new = args.max_new_tokens or new_len or min(256, context - prompt_len)
+        if prompt_len + max_new > context:
+            raise UserError(f"--prompt-tokens {prompt_len} + --max-new-tokens {max_new} = {prompt_len + max_new} "
+                            f"is past the model's context of {context}; decode within it")
+        prompts, stop = continuation_prompts(task, records, data.enc, prompt_len), None
     else:
-        max_new = longest
+        if args.prompt_tokens:
+            raise UserError("--prompt-tokens is for --mode continue (answers mode uses the test prompts)")
+        prompts, stop, longest = task_prompts(task, records, data.enc)
+        fits = [p for p in prompts if len(p) <= context]
+        if not fits:
+            raise UserError(f"every test prompt is longer than the model's context of {context}")
+        if len(fits) < len(prompts):
+            print(f"skipping {len(prompts) - len(fits)} test prompts longer than the context of {context}",
+                  file=sys.stderr)
+        prompts = fits
+        max_new, stop = (args.max_new_tokens, None) if args.max_new_tokens else (longest, stop)
     result = bench_decode(model, prompts, max_new, stop_token=stop, batch_size=args.batch_size, heads=ks,
                           repeats=args.repeats, fused=not args.unfused)
-    result["run"] = str(args.run)
+    result.update(run=str(args.run), mode=mode, prompt_tokens=prompt_len if mode == "continue" else None)
     print(format_bench(result))
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2, default=str))

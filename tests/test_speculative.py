@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from generators import registry
 from lab import speculative as spec
 from lab import train as train_mod
 from lab.agreement import agreement_windows, head_agreement
@@ -333,7 +334,7 @@ def runs(tmp_path_factory):
     mp.setenv("MTPLAB_CACHE_DIR", str(root / "cache"))
     out = {}
     for name, n, kind in (("n4", 4, "parallel"), ("n2", 2, "sequential"), ("n1", 1, "parallel")):
-        cfg = build_run_config("polyarith", {
+        cfg = build_run_config(registry.get("polyarith"), {
             "task.train_examples": 300, "task.test_per_op": 3, "model.size": "custom", "model.d_model": 32,
             "model.layers": 5, "model.n_heads": 2, "model.n": n, "model.head_kind": kind,
             "train.steps": 20 if n > 1 else 1, "train.batch_tokens": 512, "train.context": 64,
@@ -400,7 +401,45 @@ def test_bench_decode_cli(runs, tmp_path, capsys):
     assert "(no stop token)" in capsys.readouterr().out
 
 
+def test_bench_decode_continue_mode_decodes_held_out_texts_past_their_prompt(runs, tmp_path, capsys):
+    js = tmp_path / "c.json"
+    assert main(["bench", "decode", str(runs["n4"]), "--mode", "continue", "--prompt-tokens", "12",
+                 "--max-new-tokens", "40", "--limit", "4", "--repeats", "1", "--heads", "1,4", "--json", str(js)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("continue held-out texts (12-token prompts); 4 prompts") and "(no stop token)" in text
+    result = json.loads(js.read_text())
+    assert result["mode"] == "continue" and result["max_new_tokens"] == 40 and result["stop_token"] is None
+    assert all(r["identical"] for r in result["k"].values())
+    # no stop: every prompt decodes all 40 tokens, so the k=4 ceiling is 39 / ceil(39 / 4) = 3.9 tokens per forward
+    assert result["k"]["4"]["max_tokens_per_forward"] == 3.9
+
+
+def test_default_workload_is_the_task_s_and_fits_the_context():
+    from lab.decode import continuation_prompts, default_workload
+
+    class Stories:
+        decode_mode = "continue"
+
+        def document(self, rec):
+            return rec["text"]
+
+    assert default_workload(Stories(), 128) == ("continue", 32, 96)
+    assert default_workload(Stories(), 2048) == ("continue", 128, 256)
+    assert default_workload(registry.create("polyarith", {}), 256) == ("answers", 0, 0)
+    from lab.tokenizers import byte_encoding
+    enc = byte_encoding()
+    prompts = continuation_prompts(Stories(), [{"text": "abcdef"}, {"text": "ab"}], enc, 4)
+    assert prompts == [[enc.eot_token, *b"abc"]]  # the short text is left out
+    from lab.errors import UserError
+    with pytest.raises(UserError, match="longer than every held-out text .the longest is 7 tokens"):
+        continuation_prompts(Stories(), [{"text": "abcdef"}], enc, 8)
+
+
 @pytest.mark.parametrize("argv,message", [
+    (["bench", "decode", "{n4}", "--mode", "continue", "--prompt-tokens", "500", "--max-new-tokens", "1"],
+     "past the model's context of 64"),
+    (["bench", "decode", "{n4}", "--prompt-tokens", "8"], "is for --mode continue"),
+    (["bench", "decode", "{n4}", "--mode", "sideways"], "invalid choice"),
     (["decode", "{n1}", "--prompt", "1="], "n=1"),
     (["decode", "{n4}", "--prompt", "1=", "--heads", "5"], "larger than the model's n=4"),
     (["decode", "{n4}", "--prompt", "1" * 80], "longer than the model's context of 64"),
