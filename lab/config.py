@@ -6,11 +6,17 @@ field can be overridden by its dotted name, from the CLI
 and the whole thing round-trips through JSON (``config.json`` in a run
 folder).
 
+The config code never looks a task up: the caller hands it the task class
+(``generators.registry.get(name)``), or the lookup itself when reading a
+stored config whose task is named inside. The field coercion and hashing
+beneath it live in :mod:`lab.fields`.
+
 Example:
-    >>> cfg = build_run_config("polyarith", {"model.n": "2", "train.lr": "3e-4"})
+    >>> from generators import registry
+    >>> cfg = build_run_config(registry.get("polyarith"), {"model.n": "2", "train.lr": "3e-4"})
     >>> cfg.model.n, cfg.train.lr
     (2, 0.0003)
-    >>> RunConfig.from_dict(cfg.to_dict()) == cfg
+    >>> RunConfig.from_dict(cfg.to_dict(), registry.get) == cfg
     True
 """
 
@@ -19,12 +25,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import types
-import typing
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from lab.errors import UserError
+from lab.fields import build_dataclass
 
 # The paper's size ladder (Table S14): d_model, layers (trunk + heads), attention heads.
 # Non-embedding parameters ~ 12 * layers * d_model^2, which is where the names come from.
@@ -42,7 +47,26 @@ SIZES: dict[str, tuple[int, int, int]] = {
     "1B": (1536, 36, 24),
 }
 
-HEAD_KINDS = ("parallel", "linear", "causal", "anticausal", "sequential")
+
+def nominal_count(size: str) -> float | None:
+    """The parameter count a ladder size stands for ("0.1M" -> 1e5, "1B" -> 1e9); None for a name off the ladder.
+
+    Example:
+        >>> nominal_count("0.3M"), nominal_count("30M"), nominal_count("1B"), nominal_count("custom")
+        (300000.0, 30000000.0, 1000000000.0, None)
+    """
+    if size not in SIZES:
+        return None
+    return float(size[:-1]) * {"M": 1e6, "B": 1e9}[size[-1]]
+
+
+# The ladder smallest first, with the nominal non-embedding count each name stands for (figures sort sizes by it).
+LADDER: dict[str, float] = dict(sorted(((name, nominal_count(name)) for name in SIZES), key=lambda kv: kv[1]))
+
+HEAD_KINDS = ("parallel", "linear", "causal", "anticausal", "sequential", "sequential_shared")
+# Kinds whose heads k >= 2 are DeepSeek-V3 MTP modules (read z_{k-1} and the embedding of x[t+k-1]);
+# sequential_shared applies ONE such module at every depth 2..n (GLM/Nemotron style).
+SEQUENTIAL_KINDS = ("sequential", "sequential_shared")
 HEAD_INPUTS = ("last", "weighted")  # what the heads read from the trunk (ModelConfig.head_input)
 
 # The largest training budget accepted: far above any run this lab is for (the paper's largest synthetic
@@ -131,16 +155,34 @@ class ModelConfig:
         Block heads (every kind but ``linear``) are one transformer layer each:
         matched, the trunk keeps ``layers - n``; on top, ``layers - 1``.
         Linear heads are d x d maps, not layers: the trunk keeps ``layers - 1``
-        and the linear heads stand in for the last layer.
+        and the linear heads stand in for the last layer. ``sequential_shared``
+        heads are two layers whatever n (head 1 and the one shared module):
+        matched, the trunk keeps ``layers - min(n, 2)``.
         """
         if self.heads_on_top or self.head_kind == "linear":
             return self.layers - 1
+        if self.head_kind == "sequential_shared":  # head 1's layer and the one shared module
+            return self.layers - min(self.n, 2)
         return self.layers - self.n
 
     @property
     def weights(self) -> tuple[float, ...]:
         """Per-head loss weights (all 1.0 unless set)."""
         return self.loss_weights or (1.0,) * self.n
+
+    @property
+    def paper_non_embedding(self) -> int:
+        """Non-embedding parameters by the paper's rule, 12 x layers x d_model^2 (heads on top add n-1 layers).
+
+        Of a resolved config (the sizes' names come from it); the model itself counts exactly
+        (``MTPModel.param_counts``).
+
+        Example:
+            >>> ModelConfig(size="1M").resolved().paper_non_embedding
+            983040
+        """
+        extra = self.n - 1 if self.heads_on_top else 0
+        return 12 * (self.layers + extra) * self.d_model * self.d_model
 
 
 @dataclass(frozen=True)
@@ -184,7 +226,11 @@ class TrainConfig:
     checkpoint_interval: int = 0  # 0 = at every eval
     device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
     dtype: str = "auto"  # auto (bf16 on cuda, fp32 on cpu) | float32 | bfloat16
-    compile: bool = False  # torch.compile the model (CUDA)
+    compile: bool = False  # torch.compile every transformer block (CUDA; tested on the CPU too)
+    # Recompute each block's activations in the backward instead of keeping them (torch.utils.checkpoint):
+    # activation memory drops to one fp32 residual per block and token, for about a third more compute.
+    # The lever for the largest sizes (README, "Many GPUs"); the gradients are those without it.
+    activation_checkpointing: bool = False
     threads: int = 0  # CPU threads for torch; 0 = torch's default (sweeps set cores // workers)
     progress: bool = True  # tqdm bar
     # ---- starting from another run, and training parts of the model (lab.finetune, docs/from-next-token.md) ----
@@ -210,6 +256,16 @@ class TrainConfig:
     @property
     def seqs_per_step(self) -> int:
         return max(1, self.batch_tokens // self.context)
+
+    @property
+    def budget_tokens(self) -> int:
+        """Training tokens of the run: ``tokens``, or what ``steps`` full batches hold when set.
+
+        Example:
+            >>> TrainConfig(tokens=3_000_000).budget_tokens, TrainConfig(steps=100, batch_tokens=8192, context=256).budget_tokens
+            (3000000, 819200)
+        """
+        return self.steps * self.seqs_per_step * self.context if self.steps > 0 else self.tokens
 
     def total_steps(self) -> int:
         """Optimizer steps of the run.
@@ -252,7 +308,7 @@ class TrainConfig:
                 raise UserError(f"train.{name} must be positive, got {getattr(self, name)}")
         if self.batch_tokens < self.context:
             raise UserError(f"train.batch_tokens ({self.batch_tokens}) must be at least train.context ({self.context})")
-        budget = self.steps * self.seqs_per_step * self.context if self.steps > 0 else self.tokens
+        budget = self.budget_tokens
         if budget > MAX_TOKENS:
             raise UserError(f"a training budget of {budget:.3g} tokens (tokens={self.tokens:.3g}, steps={self.steps:.3g}) "
                             f"is beyond the {MAX_TOKENS:.0e} this lab accepts; check the exponent")
@@ -351,9 +407,18 @@ class RunConfig:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
-        from generators import registry
+    def from_dict(cls, d: dict, tasks: Callable[[str], Any]) -> "RunConfig":
+        """Read a config written by :meth:`to_dict` (a run folder's ``config.json``).
 
+        ``tasks`` looks up the task class by the name stored in ``d``
+        (``generators.registry.get``; anything whose result has ``.Config``).
+
+        Example:
+            >>> from generators import registry
+            >>> cfg = RunConfig.from_dict({"task": {"name": "polyarith"}, "model": {"n": 2}}, registry.get)
+            >>> cfg.task_name, cfg.model.n, cfg.train.heldout_windows
+            ('polyarith', 2, 0)
+        """
         task = dict(d["task"])
         name = task.pop("name")
         train = dict(d.get("train", {}))
@@ -361,7 +426,7 @@ class RunConfig:
         train.setdefault("heldout_windows", 0)
         return cls(
             task_name=name,
-            task=build_dataclass(registry.get(name).Config, task, where="task"),
+            task=build_dataclass(tasks(name).Config, task, where="task"),
             model=build_dataclass(ModelConfig, d.get("model", {}), where="model"),
             train=build_dataclass(TrainConfig, train, where="train"),
         )
@@ -370,104 +435,36 @@ class RunConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Convert ``value`` (often a CLI string) to the annotated type ``tp``."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            return None
-        return _coerce(value, args[0], where)
-    if origin is tuple:
-        (inner, *_rest) = typing.get_args(tp) or (Any,)
-        if isinstance(value, str):
-            value = [v for v in value.replace("[", "").replace("]", "").replace("(", "").replace(")", "").split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            value = [value]
-        return tuple(_coerce(v, inner, where) for v in value)
-    try:
-        if tp is bool:
-            if isinstance(value, str):
-                low = value.strip().lower()
-                if low in ("1", "true", "yes", "on"):
-                    return True
-                if low in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            if isinstance(value, (bool, int)):
-                return bool(value)
-            raise ValueError(value)
-        if tp is int:
-            if isinstance(value, bool):
-                raise ValueError(value)
-            if isinstance(value, str):
-                value = value.strip().replace("_", "")
-                f = float(value)
-                if f != int(f):
-                    raise ValueError(value)
-                return int(f)
-            if isinstance(value, float) and value != int(value):
-                raise ValueError(value)
-            return int(value)
-        if tp is float:
-            if isinstance(value, bool):
-                raise ValueError(value)
-            return float(value)
-        if tp is str:
-            if not isinstance(value, (str, int, float)):
-                raise ValueError(value)
-            return str(value)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: int("inf")
-        tname = getattr(tp, "__name__", str(tp))
-        raise UserError(f"{where}: expected {tname}, got {value!r}") from None
-    return value
+def build_run_config(task: Any, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The one place a RunConfig is built: the task class + dotted overrides.
 
-
-def build_dataclass(cls: type, values: dict[str, Any], where: str):
-    """Instantiate dataclass ``cls`` from a dict, checking names and types.
-
-    Unknown keys and badly typed values raise a UserError naming the key.
+    ``task`` is the task's class as the registry holds it
+    (``generators.registry.get(name)``: its ``name``, ``Config`` and
+    ``default_context``). Keys are ``task.<field>``, ``model.<field>`` or
+    ``train.<field>``. The model is resolved (size preset filled in) and
+    everything validated.
 
     Example:
-        >>> build_dataclass(TrainConfig, {"lr": "0.01"}, where="train").lr
-        0.01
-    """
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in fields(cls) if f.init}
-    kwargs = {}
-    for key, value in values.items():
-        if key not in known:
-            raise UserError(f"unknown config key '{where}.{key}'; known keys: {', '.join(sorted(known))}")
-        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise UserError(f"{where}: {e}") from None
-
-
-def build_run_config(task: str, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """The one place a RunConfig is built: task name + dotted overrides.
-
-    Keys are ``task.<field>``, ``model.<field>`` or ``train.<field>``. The
-    model is resolved (size preset filled in) and everything validated.
-
-    Example:
-        >>> cfg = build_run_config("polyarith", {"model.size": "10M", "model.n": 4})
+        >>> from generators import registry
+        >>> cfg = build_run_config(registry.get("polyarith"), {"model.size": "10M", "model.n": 4})
         >>> cfg.model.d_model, cfg.model.trunk_layers
         (384, 2)
+        >>> build_run_config(registry.get("polyarith"), {"model.n": "two"})
+        Traceback (most recent call last):
+        ...
+        lab.errors.UserError: model.n: expected int, got 'two'
     """
-    from generators import registry
-
+    if isinstance(task, str):
+        raise TypeError(f"build_run_config takes the task class, not its name: generators.registry.get({task!r})")
     groups: dict[str, dict[str, Any]] = {"task": {}, "model": {}, "train": {}}
     for key, value in (overrides or {}).items():
         head, _, rest = key.partition(".")
         if head not in groups or not rest or "." in rest:
             raise UserError(f"bad config key '{key}'; use task.<field>, model.<field> or train.<field>")
         groups[head][rest] = value
-    task_cls = registry.get(task)
     train = build_dataclass(TrainConfig, groups["train"], where="train")
     if train.context == 0:
-        train = dataclasses.replace(train, context=task_cls.default_context)
+        train = dataclasses.replace(train, context=task.default_context)
     if train.init_from and "heads_on_top" not in groups["model"]:
         # Heads are added on top of a source model, never in place of its trained trunk layers; an explicit
         # model.heads_on_top=false is refused by TrainConfig.validate, with the reason.
@@ -475,21 +472,9 @@ def build_run_config(task: str, overrides: dict[str, Any] | None = None) -> RunC
     model = build_dataclass(ModelConfig, groups["model"], where="model")
     train = train.validate(model)  # first: it says why init_from and parameter matching conflict
     return RunConfig(
-        task_name=task,
-        task=build_dataclass(task_cls.Config, groups["task"], where="task"),
+        task_name=task.name,
+        task=build_dataclass(task.Config, groups["task"], where="task"),
         model=model.resolved(),
         train=train,
     )
 
-
-def config_hash(obj: Any, length: int = 16) -> str:
-    """Stable short hash of a JSON-able object (used for cache keys).
-
-    Example:
-        >>> config_hash({"a": 1}) == config_hash({"a": 1})
-        True
-    """
-    import hashlib
-
-    blob = json.dumps(obj, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:length]

@@ -62,6 +62,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lab.config import SEQUENTIAL_KINDS
+
 EXACT_LIMIT = 512  # marginalize exactly when there are at most this many intermediate paths (V^(k-1))
 DEFAULT_TOP_M = 16  # otherwise: the m most likely tokens at each intermediate step
 MAX_POSITIONS = 512  # positions t per k that future_accuracy scores (the cost is per position)
@@ -168,7 +170,7 @@ def head_predictions(model, x):
         >>> head_predictions(m, torch.tensor([[1, 2, 3, 4]])).shape
         torch.Size([2, 1, 4])
     """
-    if model.config.head_kind != "sequential":
+    if model.config.head_kind not in SEQUENTIAL_KINDS:
         return torch.stack([lg.argmax(-1) for lg in model(x)])
     h = model.trunk_forward(x)
     z = model.heads[0](model.head_input(0, h), model.rope)

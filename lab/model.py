@@ -16,6 +16,7 @@ How a head turns h into z_i is the head kind:
     anticausal  z_i = Block_i(z_{i+1}),  z_{n+1} = h    (farthest head first)
     sequential  z_1 = Block_1(h);  z_k = Block_k(W_k [norm(z_{k-1}); norm(emb(x[t+k-1]))])
                 (DeepSeek-V3: module k also sees the TRUE token t+k-1, teacher forcing)
+    sequential_shared  as sequential, ONE module W, Block for every k >= 2 (GLM, Nemotron)
 
 What the heads read from the trunk is ``ModelConfig.head_input``: "last"
 (above: h, the last trunk layer's output) or "weighted" (weighted hidden
@@ -41,7 +42,7 @@ op, for self-speculative decoding (``lab.speculative``).
 
 Example:
     >>> import torch
-    >>> from lab.config import ModelConfig
+    >>> from lab.config import SEQUENTIAL_KINDS, ModelConfig
     >>> cfg = ModelConfig(size="custom", d_model=32, layers=3, n_heads=2, n=2, vocab_size=64).resolved()
     >>> model = MTPModel(cfg)
     >>> logits = model(torch.zeros(2, 5, dtype=torch.long))  # one (B, T, V) tensor per head
@@ -58,7 +59,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lab.config import ModelConfig
+from lab.config import SEQUENTIAL_KINDS, ModelConfig
 
 # Weighted hidden states start with this share of the mix on the last trunk layer (the rest spread evenly
 # over the earlier states): close to the "last" model, while the softmax is not so saturated that the
@@ -232,8 +233,9 @@ class Block(nn.Module):
         self.norm1, self.attn = Norm(cfg.d_model), CausalSelfAttention(cfg)
         self.norm2, self.mlp = Norm(cfg.d_model), MLP(cfg)
 
-    def forward(self, x, rope, cache=None, attn_mask=None):
-        x = x + self.attn(self.norm1(x), rope, cache, self.slot, attn_mask)
+    def forward(self, x, rope, cache=None, attn_mask=None, slot: int | None = None):
+        # slot: the KV-cache slot, this block's own unless given (a shared module has one per depth)
+        x = x + self.attn(self.norm1(x), rope, cache, self.slot if slot is None else slot, attn_mask)
         return x + self.mlp(self.norm2(x))
 
 
@@ -246,9 +248,9 @@ class SequentialHead(nn.Module):
         self.merge = nn.Linear(2 * cfg.d_model, cfg.d_model, bias=False)
         self.block = Block(cfg, slot)
 
-    def forward(self, z_prev, emb_next, rope, cache=None, attn_mask=None):
+    def forward(self, z_prev, emb_next, rope, cache=None, attn_mask=None, slot: int | None = None):
         return self.block(self.merge(torch.cat([self.norm_h(z_prev), self.norm_e(emb_next)], dim=-1)), rope, cache,
-                          attn_mask)
+                          attn_mask, slot)
 
 
 class StackedLinear(nn.Module):
@@ -372,6 +374,12 @@ class MTPModel(nn.Module):
             self.heads = nn.ModuleList(nn.Linear(d, d, bias=False) for _ in range(cfg.n))
         elif kind == "sequential":
             self.heads = nn.ModuleList([Block(cfg, slot)] + [SequentialHead(cfg, slot + i) for i in range(1, cfg.n)])
+        elif kind == "sequential_shared":
+            # ONE module for depths 2..n: heads[1:] are the same object, so its parameters are counted, decayed
+            # and updated once and its gradient sums over the depths; each depth keeps its own KV-cache slot
+            # (head_slot). A model trained with n heads can draft at any depth.
+            shared = [SequentialHead(cfg, slot + 1)] if cfg.n > 1 else []
+            self.heads = nn.ModuleList([Block(cfg, slot)] + shared * (cfg.n - 1))
         else:  # parallel, causal, anticausal: one Block per head
             self.heads = nn.ModuleList(Block(cfg, slot + i) for i in range(cfg.n))
         self.n_blocks = slot + (0 if kind == "linear" else cfg.n)
@@ -384,6 +392,10 @@ class MTPModel(nn.Module):
         self.norm_f = Norm(d)
         self.lm_head = nn.Linear(d, cfg.vocab_size, bias=False)  # untied from tok_emb
         self.apply(self._init_weights)
+
+    def head_slot(self, i: int) -> int:
+        """The KV-cache slot of head i (0-based): one per head and depth, shared modules included."""
+        return self.config.trunk_layers + i
 
     # Heads that read only the trunk output can be run, and freed, one at a time.
     @property
@@ -472,7 +484,7 @@ class MTPModel(nn.Module):
         zs = [self.heads[0](self.head_input(0, h), self.rope, cache, attn_mask)]
         for k in range(1, upto):  # module index k predicts x[t+k+1] from z_k and emb(x[t+k])
             emb = self.tok_emb(tokens[:, k:T + k])
-            zs.append(self.heads[k](zs[-1], emb, self.rope, cache, attn_mask))
+            zs.append(self.heads[k](zs[-1], emb, self.rope, cache, attn_mask, self.head_slot(k)))
         return zs
 
     def logits(self, z):
@@ -491,7 +503,7 @@ class MTPModel(nn.Module):
         heads = n if heads is None else heads
         h = self.trunk_forward(idx, cache)
         tokens = idx
-        if self.config.head_kind == "sequential" and heads > 1:
+        if self.config.head_kind in SEQUENTIAL_KINDS and heads > 1:
             tokens = F.pad(idx, (0, heads - 1), value=0)
         return [self.logits(z) for z in self.head_states(h, tokens, upto=heads, cache=cache)]
 

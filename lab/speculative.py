@@ -83,6 +83,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lab.config import SEQUENTIAL_KINDS
 from lab.decode import run_batched
 from lab.errors import UserError
 from lab.model import KVCache, StackedHeads
@@ -321,7 +322,7 @@ class _SequentialEngine(_Engine):
             redo = self.exact[j]
             self.cache.seek(redo)  # module j's slot: rewrite positions redo .. end-1
             emb = m.tok_emb(tokens[:, redo + j - 1:end + j - 1])
-            zj = m.heads[j - 1](self.z[j - 1][:, redo:end], emb, m.rope, self.cache)
+            zj = m.heads[j - 1](self.z[j - 1][:, redo:end], emb, m.rope, self.cache, slot=m.head_slot(j - 1))
             if j < self.k:
                 self.z[j][:, redo:end] = zj
             draft = m.logits(zj[:, -1]).argmax(-1)
@@ -347,7 +348,7 @@ def make_engine(model, batch: int, max_len: int, k: int, *, fused: bool = True) 
         ('_FusedEngine', '_GenericEngine')
     """
     kind = model.config.head_kind
-    if kind == "sequential":
+    if kind in SEQUENTIAL_KINDS:
         return _SequentialEngine(model, batch, max_len, k)
     if fused and k > 1 and kind in FUSABLE:
         return _FusedEngine(model, batch, max_len, k)

@@ -145,7 +145,7 @@ def _grads(model, fn, window, weights=None):
     return {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("kind", ["parallel", "causal", "sequential"])
+@pytest.mark.parametrize("kind", ["parallel", "causal", "sequential", "sequential_shared"])
 @pytest.mark.parametrize("frozen_trunk", [False, True])
 def test_annealed_weights_and_frozen_trunk_keep_sequential_equal_to_naive(kind, frozen_trunk):
     torch.manual_seed(0)
@@ -165,7 +165,7 @@ def test_annealed_weights_and_frozen_trunk_keep_sequential_equal_to_naive(kind, 
     # and the naive loss is the sum of the heads' CEs with the annealed weights
     model.zero_grad(set_to_none=True)
     T = 12
-    logits = model(window[:, :T]) if kind != "sequential" else [
+    logits = model(window[:, :T]) if not kind.startswith("sequential") else [
         model.logits(z) for z in model.head_states(model.trunk_forward(window[:, :T]), window)]
     total = sum(w * torch.nn.functional.cross_entropy(lg.flatten(0, 1), window[:, i + 1:i + 1 + T].flatten())
                 for i, (lg, w) in enumerate(zip(logits, weights)))

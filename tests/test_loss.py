@@ -151,3 +151,25 @@ def test_weighted_hidden_states_read_the_chosen_states(kind):
 def test_head_input_is_validated():
     with pytest.raises(UserError, match="unknown model.head_input 'mixed'; choose one of last, weighted"):
         ModelConfig(size="1M", head_input="mixed").resolved()
+
+
+def test_sequential_shared_is_one_module_at_every_depth(tmp_path):
+    """sequential_shared: heads 2..n are one module (one set of parameters, gradient summed over the depths)."""
+    shared = _model("sequential_shared", 4)
+    assert shared.heads[1] is shared.heads[2] is shared.heads[3] and shared.config.trunk_layers == 3
+    # parameter-matched like a 2-head sequential model: head 1's layer and one module, whatever n
+    assert shared.param_counts() == _model("sequential", 2).param_counts()
+    # the module's gradient is the sum of what each depth contributes: depth 4's loss alone moves it too
+    window = torch.randint(0, 61, (2, 10 + 4))
+    g, _ = _grads(shared, lambda m, w, mask, scale: naive_backward(m, w, mask, scale=scale, weights=(0, 0, 0, 1.0)),
+                  window)
+    assert float(g["heads.1.merge.weight"].abs().sum()) > 0 and "heads.3.merge.weight" not in g
+    # a checkpoint round trip keeps the sharing and the function
+    path = tmp_path / "m.pt"
+    torch.save(shared.state_dict(), path)
+    again = MTPModel(shared.config).double()
+    again.load_state_dict(torch.load(path))
+    assert again.heads[1] is again.heads[3]
+    x = torch.randint(0, 61, (2, 9))
+    for a, b in zip(shared(x), again(x)):
+        assert torch.equal(a, b)
