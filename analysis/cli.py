@@ -104,11 +104,11 @@ def _draw(data, frame, note, run_root, out_dir: Path):
     """Draw into a temporary sibling folder, then move the files into ``out_dir`` (nothing partial)."""
     from analysis import draw
 
-    draw.plan(frame, data.task)  # a task with no figure fails before anything is written
+    draw.plan(frame, data.task, data.meta)  # a task with no figure fails before anything is written
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp", dir=out_dir.parent))
     try:
-        drawn, skipped = draw.draw_all(frame, tmp, task=data.task, note=note[0], checkpoint=note[1],
+        drawn, skipped = draw.draw_all(frame, tmp, task=data.task, meta=data.meta, note=note[0], checkpoint=note[1],
                                        run_root=run_root)
         out_dir.mkdir(parents=True, exist_ok=True)
         moved = {}

@@ -22,14 +22,19 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import figures, induction_figures
-from analysis.plotkit import IN_DOMAIN, INDUCTION, OOD, ops_columns
+from analysis.plotkit import IN_DOMAIN, INDUCTION, OOD
+from analysis.taskmeta import TaskMeta
 from lab.errors import UserError
 
-METRIC_FIGURES = {"induction_vs_params", "accuracy_vs_ops", "accuracy_vs_size", "gain_over_ntp"}
+METRIC_FIGURES = {"induction_vs_params", "accuracy_vs_ops", "accuracy_vs_size", "gain_over_ntp"}  # + any accuracy_vs_KEY
 
 
-def plan(frame: pd.DataFrame, task: str = "") -> list[str]:
+def plan(frame: pd.DataFrame, task: str = "", meta: TaskMeta | None = None) -> list[str]:
     """The figures that fit the frame's metrics; UserError if none of the task figures does.
+
+    ``meta`` (the task's declared labels, :class:`analysis.taskmeta.TaskMeta`) names the accuracy-vs-difficulty
+    figure and its slices: ``accuracy_vs_ops`` for polyarith, ``accuracy_vs_length`` for a task whose slices are
+    ``accuracy/length=L``; without it, the frame's ``accuracy/ops=m`` slices.
 
     Example:
         >>> plan(pd.DataFrame({"n": [1, 2], "size": ["1M"] * 2, "induction_success": [0.1, 0.2]}))
@@ -43,8 +48,9 @@ def plan(frame: pd.DataFrame, task: str = "") -> list[str]:
     induction = INDUCTION in frame and frame[INDUCTION].notna().any()
     if induction:
         figs += ["induction_vs_params", "induction_curves", "tokens_to_induction"]
-    if ops_columns(frame):
-        figs.append("accuracy_vs_ops")
+    meta = meta or TaskMeta.from_frame(frame, task)
+    if meta.columns(frame):
+        figs.append(meta.figure)
     if any(m in frame and frame[m].notna().any() for m in (IN_DOMAIN, OOD)):
         figs.append("accuracy_vs_size")
     if not figs:
@@ -60,25 +66,25 @@ def plan(frame: pd.DataFrame, task: str = "") -> list[str]:
 
 
 def _draw_one(fig: str, frame: pd.DataFrame, out_dir: Path, name: str, *, note: str, metric_note: str, run_root,
-              show_paper: bool) -> None:
+              show_paper: bool, meta: TaskMeta) -> None:
     if fig == "induction_vs_params":
         induction_figures.induction_vs_params(frame, out_dir, note=metric_note, name=name)
     elif fig == "induction_curves":
         induction_figures.induction_curves(frame, out_dir, note=note, run_root=run_root, name=name)
     elif fig == "tokens_to_induction":
         induction_figures.tokens_to_induction(frame, out_dir, note=note, run_root=run_root, name=name)
-    elif fig == "accuracy_vs_ops":
-        figures.accuracy_vs_ops(frame, out_dir, note=metric_note, show_paper=show_paper, name=name)
+    elif fig == meta.figure:
+        figures.accuracy_vs_difficulty(frame, out_dir, meta=meta, note=metric_note, show_paper=show_paper, name=name)
     elif fig == "accuracy_vs_size":
-        figures.accuracy_vs_size(frame, out_dir, note=metric_note, name=name)
+        figures.accuracy_vs_size(frame, out_dir, meta=meta, note=metric_note, name=name)
     elif fig == "training_curves":
         figures.training_curves(frame, out_dir, note=note, run_root=run_root, name=name)
     elif fig == "gain_over_ntp":
         figures.gain_over_ntp(frame, out_dir, note=metric_note, name=name)
 
 
-def draw_all(frame: pd.DataFrame, out_dir, *, task: str = "", note: str = "", checkpoint: str = "",
-             run_root=None, show_paper: bool = True) -> tuple[dict[str, list[Path]], list[str]]:
+def draw_all(frame: pd.DataFrame, out_dir, *, task: str = "", meta: TaskMeta | None = None, note: str = "",
+             checkpoint: str = "", run_root=None, show_paper: bool = True) -> tuple[dict[str, list[Path]], list[str]]:
     """Draw every figure that fits; returns ``({figure: [files]}, [why some were skipped])``.
 
     ``note`` goes into every caption, ``checkpoint`` (which checkpoint the
@@ -99,7 +105,8 @@ def draw_all(frame: pd.DataFrame, out_dir, *, task: str = "", note: str = "", ch
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    figs = plan(frame, task)
+    meta = meta or TaskMeta.from_frame(frame, task)
+    figs = plan(frame, task, meta)
     drawn, skipped = {}, []
     if "variant" in frame and frame["variant"].notna().any():
         parts = [(v, frame[frame["variant"] == v]) for v in sorted(frame["variant"].dropna().unique())]
@@ -115,7 +122,7 @@ def draw_all(frame: pd.DataFrame, out_dir, *, task: str = "", note: str = "", ch
             try:
                 try:
                     _draw_one(fig, part, scratch, name, note=part_note, metric_note=metric_note, run_root=run_root,
-                              show_paper=show_paper)
+                              show_paper=show_paper, meta=meta)
                 except UserError as e:
                     skipped.append(f"{fig}{tag}: {str(e).split(': cannot draw')[0]}")
                     continue

@@ -9,7 +9,8 @@ caption under each figure states the training budget against the paper's.
 
 1. :func:`analysis.induction_figures.induction_vs_params`: induction success against non-embedding
    parameters (Fig. 7); the induction figures live in :mod:`analysis.induction_figures`.
-2. :func:`accuracy_vs_ops`: accuracy against the number of operations m, a panel per size (Figs. 8, S16).
+2. :func:`accuracy_vs_difficulty`: accuracy against the task's difficulty (polyarith: the number of
+   operations m, Figs. 8, S16), a panel per size, the out-of-domain values shaded.
 3. :func:`accuracy_vs_size`: in-domain and out-of-domain accuracy against size.
 4. :func:`training_curves`: loss and top-1 accuracy of each head against tokens, from the run folders.
 5. :func:`gain_over_ntp`: the gain of each n > 1 over n = 1 at each size, with its 95% interval.
@@ -67,61 +68,71 @@ from analysis.plotkit import (  # noqa: F401
     task_title,
 )
 from analysis.runs import read_run_metrics
+from analysis.taskmeta import TaskMeta
 from analysis.stats import gains
 from lab.errors import UserError
 
 
-def _title(frame: pd.DataFrame, what: str) -> str:
+def _title(frame: pd.DataFrame, what: str, meta: TaskMeta | None = None) -> str:
+    if meta is not None:
+        return f"{meta.title}: {what}"
     tasks = frame["task"].dropna() if "task" in frame else pd.Series(dtype=str)
     return f"{task_title(str(tasks.mode().iloc[0]))}: {what}" if len(tasks) else what[:1].upper() + what[1:]
 
 
-# ---------------- 2. accuracy against the number of operations (Figs. 8, S16) ----------------
+# ---------------- 2. accuracy against difficulty (the number of operations m: Figs. 8, S16) ----------------
 
 
-def accuracy_vs_ops(frame: pd.DataFrame, out_dir, *, train_max_ops: int | None = None, show_paper: bool = True,
-                    note: str = "", name: str = "accuracy_vs_ops") -> pd.DataFrame:
-    """Exact-match accuracy (%) against the number of operations m, one panel per size, one colour per n.
+def accuracy_vs_difficulty(frame: pd.DataFrame, out_dir, *, meta: TaskMeta | None = None, show_paper: bool = True,
+                           note: str = "", name: str = "") -> pd.DataFrame:
+    """Exact-match accuracy (%) against the task's difficulty, one panel per size, one colour per n.
 
-    The out-of-domain region (m above the training range) is shaded. On a
-    100M panel the paper's Fig. 8 readings are drawn as dashed lines
-    (``show_paper``); the CSV marks them ``kind=paper``.
+    The task's metadata (``meta``, :class:`analysis.taskmeta.TaskMeta`; from
+    the frame's ``accuracy/ops=m`` slices when not given) names the title, the
+    axis, the slices drawn and the out-of-domain values, which are shaded.
+    On a polyarith 100M panel the paper's Fig. 8 readings are drawn as dashed
+    lines (``show_paper``); the CSV marks them ``kind=paper``. ``name``
+    defaults to the task's figure name (``accuracy_vs_ops``, ``accuracy_vs_length``).
 
     Example:
         >>> import tempfile
         >>> f = pd.DataFrame({"size": ["1M"], "size_rank": [1e6], "n": [1], "seed": [0], "budget_tokens": [1e6],
         ...                   "accuracy/ops=1": [0.5], "accuracy/ops=6": [0.1]})
         >>> with tempfile.TemporaryDirectory() as d:
-        ...     plotted = accuracy_vs_ops(f, d)
+        ...     plotted = accuracy_vs_difficulty(f, d)
         >>> plotted[["kind", "m", "region", "accuracy_pct"]].values.tolist()[-2:]
         [['mean', 1, 'in-domain', 50.0], ['mean', 6, 'out-of-domain', 10.0]]
     """
-    cols = ops_columns(frame)
+    meta = meta or TaskMeta.from_frame(frame)
+    name = name or meta.figure or "accuracy_vs_difficulty"
+    cols = meta.columns(frame)
     if not cols:
-        raise UserError(f"no accuracy/ops=m metrics in the study: cannot draw {name}")
-    train_max = train_max_ops or _train_max_ops(frame)
+        raise UserError(f"no {meta.prefix or 'difficulty'}=VALUE metrics in the study: cannot draw {name}")
     keep = [c for c in ("trial", "size", "size_rank", "n", "seed") if c in frame]
     long = frame[keep + list(cols.values())].melt(id_vars=keep, var_name="metric", value_name="accuracy").dropna(
         subset=["accuracy"])
-    long["m"] = long["metric"].map(lambda c: int(OPS.match(c).group(1)))
+    value_of = {c: v for v, c in cols.items()}
+    long["m"] = long["metric"].map(value_of)
     long["accuracy_pct"] = 100 * long["accuracy"]
-    long["region"] = np.where(long["m"] > train_max, "out-of-domain", "in-domain")
+    long["region"] = long["m"].map(meta.region)
     sizes, ns, colors = _sizes(frame), sorted(frame["n"].unique()), n_colors(frame["n"])
     long["m_plotted"] = long["m"] + long["n"].map(lambda n: _dodge(ns, n, 0.12))
     means = long.groupby(["size", "n", "m"], sort=False).agg(
         accuracy_pct=("accuracy_pct", "mean"), seeds=("accuracy_pct", "count")).reset_index()
-    means["region"] = np.where(means["m"] > train_max, "out-of-domain", "in-domain")
+    means["region"] = means["m"].map(meta.region)
     means["m_plotted"] = means["m"]
     refs = []
-    if show_paper and "100M" in sizes:
+    if show_paper and "100M" in sizes and meta.name == "polyarith" and meta.prefix == "accuracy/ops":
         for m in cols:
             for n in ns:
                 ref = paper.polyarith_reference(m, n)
                 if ref is not None:
                     refs.append({"size": "100M", "n": n, "m": m, "m_plotted": m, "accuracy_pct": ref,
-                                 "region": "out-of-domain" if m > train_max else "in-domain"})
+                                 "region": meta.region(m)})
     refs = pd.DataFrame(refs)
-    m_max = max(cols)
+    m_min, m_max = min(cols), max(cols)
+    ood = [m for m in cols if meta.region(m) == "out-of-domain"]
+    ood_from = min(ood) - 0.5 if ood else m_max + 0.5
 
     ncols = min(3, len(sizes))
     nrows = -(-len(sizes) // ncols)
@@ -129,11 +140,11 @@ def accuracy_vs_ops(frame: pd.DataFrame, out_dir, *, train_max_ops: int | None =
         fig = Figure(figsize=(4.6 * ncols + 1.6, 3.9 * nrows + 0.6), layout="constrained")
         axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False).ravel()
         for ax, size in zip(axes, sizes):
-            ax.axvspan(train_max + 0.5, m_max + 0.5, color="0.88", zorder=0, lw=0)
-            ax.text((min(cols) - 0.5 + train_max + 0.5) / 2, 0.97, "in-domain", transform=ax.get_xaxis_transform(),
+            ax.axvspan(ood_from, m_max + 0.5, color="0.88", zorder=0, lw=0)
+            ax.text((m_min - 0.5 + ood_from) / 2, 0.97, "in-domain", transform=ax.get_xaxis_transform(),
                     ha="center", va="top", fontsize=9, color="0.35")
-            if m_max > train_max:
-                ax.text((train_max + 0.5 + m_max + 0.5) / 2, 0.97, "out-of-domain", transform=ax.get_xaxis_transform(),
+            if ood:
+                ax.text((ood_from + m_max + 0.5) / 2, 0.97, "out-of-domain", transform=ax.get_xaxis_transform(),
                         ha="center", va="top", fontsize=9, color="0.35")
             for n in ns:
                 s = long[(long["size"] == size) & (long["n"] == n)]
@@ -145,20 +156,22 @@ def accuracy_vs_ops(frame: pd.DataFrame, out_dir, *, train_max_ops: int | None =
                     r = refs[(refs["size"] == size) & (refs["n"] == n)].sort_values("m")
                     ax.plot(r["m"], r["accuracy_pct"], color=colors[n], lw=1.3, ls="--", alpha=0.8, zorder=2)
             ax.set_title(f"size {_size_label(frame, size, long=True)}", fontsize=10.5)
-            ax.set_xlim(min(cols) - 0.5, m_max + 0.5)
+            ax.set_xlim(m_min - 0.5, m_max + 0.5)
             ax.set_xticks(list(cols))
-            ax.set_xlabel("number of operations m")
+            ax.set_xlabel(meta.axis)
             ax.grid(axis="x", visible=False)
         for ax in axes[len(sizes):]:
             ax.set_visible(False)
         for ax in axes[::ncols]:
             ax.set_ylabel("exact-match accuracy (%)")
         _percent_axis(axes[0], pd.concat([long["accuracy_pct"], refs.get("accuracy_pct", pd.Series(dtype=float))]))
-        extra = [Patch(color="0.88", label=f"out-of-domain\n(m > {train_max})")]
+        key = meta.axis.split()[-1]
+        bound = f"{key} > {max(meta.in_domain)}" if meta.in_domain else f"{key} ≥ {min(ood)}" if ood else ""
+        extra = [Patch(color="0.88", label=f"out-of-domain\n({bound})")] if ood else []
         if len(refs):
             extra.insert(0, Line2D([], [], color="0.35", ls="--", lw=1.3, label="paper, 100M (Fig. 8)"))
         fig.legend(handles=_legend_handles(colors, extra=extra), loc="outside right center", frameon=False)
-        _finish(fig, _title(frame, "accuracy vs number of operations"), _caption(frame, note))
+        _finish(fig, _title(frame, f"accuracy vs {meta.axis}", meta), _caption(frame, note))
     plotted = pd.concat([long.assign(kind="seed"), means.assign(kind="mean")]
                         + ([refs.assign(kind="paper")] if len(refs) else []), ignore_index=True)
     cols_out = ["kind", "size", "n", "seed", "trial", "seeds", "m", "m_plotted", "region", "accuracy_pct"]
@@ -167,8 +180,8 @@ def accuracy_vs_ops(frame: pd.DataFrame, out_dir, *, train_max_ops: int | None =
 
 # ---------------- 3. in-domain and out-of-domain accuracy against size ----------------
 
-def accuracy_vs_size(frame: pd.DataFrame, out_dir, *, metrics=(IN_DOMAIN, OOD), note: str = "",
-                     name: str = "accuracy_vs_size") -> pd.DataFrame:
+def accuracy_vs_size(frame: pd.DataFrame, out_dir, *, metrics=(IN_DOMAIN, OOD), meta: TaskMeta | None = None,
+                     note: str = "", name: str = "accuracy_vs_size") -> pd.DataFrame:
     """In-domain and out-of-domain accuracy (%) against model size, one panel per metric, one colour per n.
 
     Sizes sit at even steps in ladder order, labelled with their non-embedding
@@ -206,14 +219,14 @@ def accuracy_vs_size(frame: pd.DataFrame, out_dir, *, metrics=(IN_DOMAIN, OOD), 
             ax.set_xticks(range(len(sizes)), [_size_label(frame, s) for s in sizes])
             ax.set_xlim(-0.5, len(sizes) - 0.5)
             ax.set_xlabel(SIZE_AXIS)
-            ax.set_title(metric_label(metric, frame), fontsize=10.5)
+            ax.set_title(metric_label(metric, frame, meta), fontsize=10.5)
             ax.grid(axis="x", visible=False)
             parts += [seeds.assign(kind="seed", metric=metric), means.assign(kind="mean", metric=metric)]
         plotted = pd.concat(parts, ignore_index=True)
         axes[0].set_ylabel("exact-match accuracy (%)")
         _percent_axis(axes[0], plotted["value_pct"])
         fig.legend(handles=_legend_handles(colors), loc="outside right center", frameon=False)
-        _finish(fig, _title(frame, "accuracy vs model size"), _caption(frame, note))
+        _finish(fig, _title(frame, "accuracy vs model size", meta), _caption(frame, note))
     plotted = plotted.rename(columns={"value_pct": "accuracy_pct"})
     cols = ["kind", "metric", "size", "n", "seed", "trial", "seeds", "non_embedding", "x_plotted", "accuracy_pct"]
     return _save(fig, plotted[[c for c in cols if c in plotted]], out_dir, name)

@@ -49,38 +49,71 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import pandas as pd
 
+from analysis.taskmeta import TaskMeta
+from lab.config import LADDER, ModelConfig, RunConfig, TrainConfig
 from lab.errors import UserError
+from lab.shorthands import expand
 from sweeps.storage import open_storage
 
 
-def nominal_count(name: str) -> float | None:
-    """The parameter count a ladder name stands for ("0.1M" -> 1e5, "1B" -> 1e9); None if it is not one.
+def stored_config(config: dict, task: str | None = None, cell: dict | None = None) -> RunConfig | None:
+    """A trial's stored run config read by lab's own reader (:meth:`lab.config.RunConfig.from_dict`).
+
+    Defaults, the size ladder and the derived numbers (budget, shape) are
+    then lab's, never re-implemented here. Tolerant of old and odd trials:
+    a field the stored config lacks takes the trial's ``cell`` value (dotted
+    or short name), else lab's default; fields this version of the lab no
+    longer has are dropped; a task not registered here keeps only its name
+    (its fields stay in the ``task.*`` columns); a config that still cannot
+    be read is None.
 
     Example:
-        >>> nominal_count("0.3M"), nominal_count("30M"), nominal_count("1B"), nominal_count("custom")
-        (300000.0, 30000000.0, 1000000000.0, None)
+        >>> cfg = stored_config({"model": {"size": "1M", "gone": 1}, "train": {"steps": 10}}, "polyarith", {"n": 2})
+        >>> cfg.model.n, cfg.train.budget_tokens, cfg.train.context
+        (2, 81920, 256)
+        >>> stored_config({"model": {"n": "two"}}, "polyarith") is None, stored_config({}) is None
+        (True, True)
     """
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kKMBT])", str(name).strip())
-    if not match:
+    from generators import registry
+
+    if not isinstance(config, dict):
         return None
-    return float(match.group(1)) * {"k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}[match.group(2)]
+    sections = {key: dict(config[key]) if isinstance(config.get(key), dict) else {} for key in ("task", "model", "train")}
+    name = sections["task"].pop("name", None) or task
+    if not name:
+        return None
+    try:
+        task_cls = registry.get(name)
+    except UserError:  # a plugin not installed where the study is read
+        task_cls, sections["task"] = _UnknownTask, {}
+    for key, value in (cell or {}).items():
+        section, _, field_name = expand(key).partition(".")
+        if section in sections:
+            sections[section].setdefault(field_name, value)
+    sections["train"].setdefault("context", task_cls.default_context)  # as build_run_config fills in a 0
+    for section, cls in (("task", task_cls.Config), ("model", ModelConfig), ("train", TrainConfig)):
+        known = {f.name for f in fields(cls)}
+        sections[section] = {k: v for k, v in sections[section].items() if k in known}
+    try:
+        return RunConfig.from_dict({**sections, "task": {"name": name, **sections["task"]}}, lambda _: task_cls)
+    except (UserError, TypeError, ValueError):
+        return None
 
 
-def _ladder() -> dict[str, float]:
-    from lab.config import SIZES
-
-    named = {name: nominal_count(name) for name in SIZES}
-    return dict(sorted(((k, v) for k, v in named.items() if v is not None), key=lambda kv: kv[1]))
+@dataclass(frozen=True)
+class _UnknownConfig:
+    """The task section of a trial whose task is not registered where the study is read."""
 
 
-# The size ladder of lab.config.SIZES (the paper's Table S14 plus smaller sizes), smallest first, with the
-# nominal non-embedding count each name stands for.
-LADDER = _ladder()
+class _UnknownTask:
+    Config = _UnknownConfig
+    default_context = 256
+
 
 BEST = "best:"  # prefix of the metric columns of the checkpoint each run selected (on validation when it can)
 BY_TEST = "best_by_test:"  # prefix of the metric columns of the checkpoint best on the test objective (the paper's)
@@ -117,36 +150,6 @@ def _number(x):
         return None
 
 
-def _non_embedding_estimate(model: dict) -> float | None:
-    """12 * layers * d_model^2 from a model config (the paper's rule) when params are not stored."""
-    from lab.config import SIZES
-
-    d, layers = _number(model.get("d_model")) or 0, _number(model.get("layers")) or 0
-    size = model.get("size")
-    if (not d or not layers) and size in SIZES:
-        d, layers = d or SIZES[size][0], layers or SIZES[size][1]
-    if not d or not layers:
-        return None
-    extra = (_number(model.get("n")) or 1) - 1 if model.get("heads_on_top") else 0
-    return 12 * (layers + extra) * d * d
-
-
-def budget_tokens(train: dict) -> float | None:
-    """Training tokens per run from a train config (``steps`` wins over ``tokens``, as in lab.config).
-
-    Example:
-        >>> budget_tokens({"tokens": 3_000_000, "steps": 0})
-        3000000
-        >>> budget_tokens({"steps": 100, "batch_tokens": 8192, "context": 256})
-        819200
-    """
-    steps = _number(train.get("steps")) or 0
-    if steps > 0:
-        batch, ctx = _number(train.get("batch_tokens")) or 0, _number(train.get("context")) or 1
-        return steps * max(1, batch // ctx) * ctx if batch else None
-    return _number(train.get("tokens"))
-
-
 def size_rank(size: str, non_embedding: float | None) -> float:
     """Sort key for sizes: the ladder's nominal count, else the non-embedding parameters.
 
@@ -181,32 +184,48 @@ def _cell_key(trial, cell: dict) -> str:
     return f"trial#{trial.number}"
 
 
+def _shape(cfg: RunConfig | None, cell: dict) -> dict:
+    """n, size (a ladder name, or ``custom dD LL``), seed, head kind, non-embedding estimate and budget of a trial.
+
+    From its stored config as lab reads it; a trial whose config cannot be read keeps what its cell says, NaN else.
+    """
+    if cfg is None:
+        return {"n": _number(cell.get("model.n", cell.get("n"))), "size": cell.get("model.size", cell.get("size")),
+                "seed": _number(cell.get("train.seed", cell.get("seed"))), "head_kind": cell.get("model.head_kind"),
+                "heads_on_top": cell.get("model.heads_on_top"), "non_embedding": None, "budget_tokens": None}
+    model, size = cfg.model, cfg.model.size
+    try:
+        model = model.resolved()
+    except UserError:
+        pass
+    if size not in LADDER and model.d_model and model.layers:
+        size = f"{size} d{model.d_model} L{model.layers}"  # custom shapes stay apart
+    return {"n": model.n, "size": size, "seed": cfg.train.seed, "head_kind": model.head_kind,
+            "heads_on_top": model.heads_on_top,
+            "non_embedding": model.paper_non_embedding if model.d_model and model.layers else None,
+            "budget_tokens": cfg.train.budget_tokens}
+
+
 def _row(trial) -> dict:
     ua = trial.user_attrs
-    config = ua.get("config") or {}
-    model, train = config.get("model") or {}, config.get("train") or {}
+    config = ua.get("config") if isinstance(ua.get("config"), dict) else {}
     cell = _cell_of(trial)
-    params = ua.get("params") or {}
-    # A field missing everywhere took the trainer's default (lab.config): size 1M, n 1, seed 0.
-    size = model.get("size", cell.get("model.size", cell.get("size", "1M")))
-    n = model.get("n", cell.get("model.n", cell.get("n", 1)))
-    seed = train.get("seed", cell.get("train.seed", cell.get("seed", 0)))
-    non_emb = _number(params.get("non_embedding")) if isinstance(params, dict) else None
-    if non_emb is None:
-        non_emb = _non_embedding_estimate({**model, "size": size, "n": n})
-    if size is not None and str(size) not in LADDER and model.get("d_model") and model.get("layers"):
-        size = f"{size} d{model['d_model']} L{model['layers']}"  # custom shapes stay apart
+    params = ua.get("params") if isinstance(ua.get("params"), dict) else {}
     task = ua.get("task") or (config.get("task") or {}).get("name")
+    shape = _shape(stored_config(config, task, cell), cell)
+    non_emb = _number(params.get("non_embedding"))
+    if non_emb is None:
+        non_emb = shape["non_embedding"]
+    size, n, seed = shape["size"], shape["n"], shape["seed"]
     row = {
         "trial": trial.number, "run_key": _run_key(trial, cell), "cell_key": _cell_key(trial, cell),
         "cell_trial": int(_number(ua.get("cell_trial")) or 0), "task": task,
         "n": int(_number(n)) if _number(n) is not None else None,
         "size": str(size) if size is not None else None, "size_rank": size_rank(size, non_emb),
-        "non_embedding": non_emb, "params_total": _number(params.get("total")) if isinstance(params, dict) else None,
+        "non_embedding": non_emb, "params_total": _number(params.get("total")),
         "seed": int(_number(seed)) if _number(seed) is not None else None,
-        "head_kind": model.get("head_kind", cell.get("model.head_kind", "parallel")),
-        "heads_on_top": bool(model.get("heads_on_top", cell.get("model.heads_on_top", False))),
-        "budget_tokens": budget_tokens(train), "tokens_seen": _number(ua.get("tokens_seen")),
+        "head_kind": shape["head_kind"], "heads_on_top": shape["heads_on_top"],
+        "budget_tokens": shape["budget_tokens"], "tokens_seen": _number(ua.get("tokens_seen")),
         "wall_seconds": _number(ua.get("wall_seconds")), "device": ua.get("device"), "run_dir": ua.get("run_dir"),
         "best_step": _number(ua.get("best_step")), "best_by_test_step": _number(ua.get("best_by_test_step")),
         "value": trial.value,
@@ -252,6 +271,7 @@ class StudyData:
     completed: int = 0  # runs finished (a cell with several search trials counts each)
     metrics: list = field(default_factory=list)  # final metric names, in first-seen order
     swept: list = field(default_factory=list)  # the cells' dotted keys
+    meta: TaskMeta | None = None  # the task's title, difficulty axis and regions (None: its code is not here)
 
     @property
     def task(self) -> str:
@@ -355,8 +375,36 @@ def load_study(storage, study_name: str) -> StudyData:
     metrics = list(dict.fromkeys(k for t in done for k, v in (t.user_attrs.get("metrics") or {}).items()
                                  if _number(v) is not None))
     swept = list(dict.fromkeys(k for t in trials for k in _cell_of(t)))
-    return StudyData(name=study_name, frame=frame, missing=missing_df, attrs=attrs, notes=notes,
+    data = StudyData(name=study_name, frame=frame, missing=missing_df, attrs=attrs, notes=notes,
                      n_trials=len(trials), completed=len(frame), metrics=metrics, swept=swept)
+    data.meta = task_meta(data.task, [t.user_attrs for t in done])
+    return data
+
+
+def task_meta(task: str, trials: list[dict]) -> TaskMeta | None:
+    """The task's labels for the figures, from its own declaration with the config of the first trial of it.
+
+    ``trials`` are user attributes of finished trials. Read at report time from
+    the registry (not stored with the study): studies from before a task
+    declared its labels get them too, and the regions follow each study's config.
+    None when the task cannot be built here (a plugin not installed).
+
+    Example:
+        >>> task_meta("polyarith", [{"task": "polyarith", "config": {"task": {"train_max_ops": 4}}}]).ood[:2]
+        (5, 6)
+        >>> task_meta("copy", [{"task": "copy"}]) is None
+        True
+    """
+    from generators import registry
+
+    for ua in trials:
+        cfg = stored_config(ua.get("config") or {}, ua.get("task"), ua.get("cell") if isinstance(ua.get("cell"), dict) else {})
+        if cfg is not None and cfg.task_name == task:
+            try:
+                return TaskMeta.of_task(registry.get(task)(cfg.task))
+            except UserError:
+                return None
+    return None
 
 
 def best_per_cell(frame: pd.DataFrame, direction: str = "maximize") -> tuple[pd.DataFrame, str]:

@@ -57,16 +57,26 @@ def train_ops_range(frame: pd.DataFrame) -> tuple[int | None, int | None]:
     return _config_int(frame, "task.train_min_ops"), _config_int(frame, "task.train_max_ops")
 
 
-def metric_label(metric: str, frame: pd.DataFrame | None = None) -> str:
-    """A metric's name in words; in-domain/OOD ranges come from the runs' ``task.train_*_ops`` config.
+def metric_label(metric: str, frame: pd.DataFrame | None = None, meta=None) -> str:
+    """A metric's name in words; in-domain/OOD ranges from the task's declared slices (``meta``, a TaskMeta), else
+    from the runs' ``task.train_*_ops`` config.
 
     Example:
         >>> metric_label("accuracy/in_domain", pd.DataFrame({"task.train_min_ops": [2], "task.train_max_ops": [6]}))
         'in-domain accuracy (2 ≤ m ≤ 6)'
         >>> metric_label("accuracy/in_domain"), metric_label("loss")
         ('in-domain accuracy', 'loss')
+        >>> from analysis.taskmeta import TaskMeta
+        >>> metric_label("accuracy/ood", meta=TaskMeta.of("copy", ["accuracy/length=2", "accuracy/length=8"]))
+        'out-of-domain accuracy (length > 8)'
     """
     base = LABELS.get(metric, metric)
+    if meta is not None and meta.in_domain and meta.prefix != "accuracy/ops":
+        key, (lo, hi) = meta.axis.split()[-1], meta.in_domain_range
+        if metric == IN_DOMAIN:
+            return f"{base} ({key} {lo}–{hi})"
+        if metric == OOD:
+            return f"{base} ({key} > {hi})"
     lo, hi = train_ops_range(frame) if frame is not None else (None, None)
     if hi is not None and metric == IN_DOMAIN:
         return f"{base} ({lo} ≤ m ≤ {hi})" if lo and lo > 1 else f"{base} (m ≤ {hi})"

@@ -58,6 +58,21 @@ DESCRIPTIONS = {
 }
 
 
+def _description(figure: str) -> str:
+    """The caption under a figure in the report (any task's accuracy-vs-difficulty figure has one).
+
+    Example:
+        >>> _description("accuracy_vs_length").startswith("Exact-match accuracy (%) against the task's difficulty")
+        True
+    """
+    if figure in DESCRIPTIONS:
+        return DESCRIPTIONS[figure]
+    if figure.startswith("accuracy_vs_"):
+        return ("Exact-match accuracy (%) against the task's difficulty, one panel per size, one colour per n; "
+                "the out-of-domain values (the task's declared ood slices) are shaded.")
+    return ""
+
+
 def is_rate(metric: str) -> bool:
     """Whether a metric is a fraction to show as a percentage.
 
@@ -443,7 +458,7 @@ def render(data: StudyData, frame: pd.DataFrame, *, figures: dict, skipped: list
     if not figures:
         out += ["No figure was drawn.", ""]
     for name, files in figures.items():
-        out += [f"### {name.replace('_', ' ')}", "", DESCRIPTIONS.get(name.split(" [")[0], ""), ""]
+        out += [f"### {name.replace('_', ' ')}", "", _description(name.split(" [")[0]), ""]
         for png in [f for f in files if f.suffix == ".png"]:
             rel = os.path.relpath(Path(png).resolve(), base)
             extras = [os.path.relpath(Path(png).with_suffix(s).resolve(), base) for s in (".pdf", ".csv")]

@@ -74,7 +74,14 @@ class Task:
         objective: the metric a sweep optimises by default.
         direction: ``"maximize"`` or ``"minimize"``.
         in_domain / ood: the slice metric names that are in-domain and
-            out-of-domain (used by the analysis figures).
+            out-of-domain, e.g. ``accuracy/length=2`` .. ``=8`` and ``=9`` ..
+            ``=12`` (set them per config in ``__init__`` when the config
+            moves the boundary). The analysis figures read them: slices named
+            ``PREFIX=VALUE`` give the accuracy-vs-difficulty figure its x axis
+            (the values) and its shaded out-of-domain region.
+        title: the task's name in figure titles (default: ``name``).
+        difficulty: the difficulty axis in words, e.g. ``"string length"``
+            (default: the slice key, ``length``).
         description: one line for ``mtplab tasks``.
     """
 
@@ -85,6 +92,8 @@ class Task:
     in_domain: ClassVar[tuple[str, ...]] = ()
     ood: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    difficulty: ClassVar[str] = ""
     # A task that also builds "valid" (disjoint from train and test) gets checkpoints and learning
     # rates chosen on it: the trainer scores it beside test, as ``valid/<metric>``.
     splits: ClassVar[tuple[str, ...]] = ("train", "test")
@@ -274,7 +283,7 @@ def create(name: str, overrides: dict[str, Any] | None = None) -> Task:
         >>> create("polyarith", {"train_examples": 100}).config.train_examples
         100
     """
-    from lab.config import build_dataclass
+    from lab.fields import build_dataclass
 
     cls = get(name)
     config = build_dataclass(cls.Config, dict(overrides or {}), where=f"task.{name}")

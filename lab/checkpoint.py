@@ -62,11 +62,14 @@ def environment() -> dict:
     }
 
 
-def read_config(run_dir: Path) -> RunConfig:
+def read_config(run_dir: Path, tasks) -> RunConfig:
     """The RunConfig stored in a run folder (UserError if missing or corrupt).
 
+    ``tasks`` looks up the stored task's class by name (``generators.registry.get``).
+
     Example:
-        >>> read_config(Path("/nonexistent"))
+        >>> from generators import registry
+        >>> read_config(Path("/nonexistent"), registry.get)
         Traceback (most recent call last):
         ...
         lab.errors.UserError: /nonexistent is not a run folder (no config.json)
@@ -77,7 +80,7 @@ def read_config(run_dir: Path) -> RunConfig:
     try:
         data = json.loads(path.read_text())
         data.pop("meta", None)
-        return RunConfig.from_dict(data)
+        return RunConfig.from_dict(data, tasks)
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{path} is corrupt ({e.__class__.__name__}: {e})") from None
 

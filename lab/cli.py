@@ -115,7 +115,7 @@ def cmd_tasks(args) -> int:
 
 def cmd_generate(args) -> int:
     from generators import registry
-    from lab.config import build_dataclass
+    from lab.fields import build_dataclass
     from lab.data import prepare
 
     over = _overrides(args)
@@ -161,6 +161,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from generators import registry
     from lab.config import build_run_config
     from lab.train import resume, run
 
@@ -174,7 +175,7 @@ def cmd_train(args) -> int:
     else:
         if not args.out:
             raise UserError("train needs --out RUN_DIR (or --resume RUN_DIR)")
-        config = build_run_config(args.task or "polyarith", _overrides(args))
+        config = build_run_config(registry.get(args.task or "polyarith"), _overrides(args))
         check_output_dir(args.out, "--out")
         summary = run(config, Path(args.out), rebuild=args.rebuild)
     print(format_metrics(summary["metrics"], title=f"final eval at step {summary['step']} ({summary['run_dir']})"))

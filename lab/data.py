@@ -47,8 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.config import config_hash
 from lab.errors import UserError
+from lab.fields import config_hash
 from lab.tokenizers import load_encoding, save_encoding
 
 DATA_VERSION = 3  # bump when the on-disk format changes (a task's code is hashed into the key by itself)

@@ -19,7 +19,7 @@ CPU reproduces the uninterrupted run exactly.
 Example:
     >>> import tempfile
     >>> from lab.config import build_run_config
-    >>> cfg = build_run_config("polyarith", {
+    >>> cfg = build_run_config(registry.get("polyarith"), {
     ...     "task.train_examples": 300, "task.test_per_op": 2, "model.size": "custom", "model.d_model": 32,
     ...     "model.layers": 2, "model.n_heads": 2, "train.steps": 3, "train.batch_tokens": 256,
     ...     "train.context": 64, "train.progress": False})
@@ -140,7 +140,7 @@ def load_run(run_dir: Path, device: torch.device | None = None, *, quiet: bool =
         ...
         lab.errors.UserError: /nonexistent is not a run folder (no config.json)
     """
-    config = ckpt.read_config(run_dir)
+    config = ckpt.read_config(run_dir, registry.get)
     device = device or select_device(config.train.device)
     state = ckpt.load_checkpoint(run_dir, map_location=device)
     task, data, model = setup(config, device, quiet=quiet)
@@ -296,7 +296,7 @@ class _Run:
         tc = config.train
         # train.init_from: the source is read and checked before anything is built (and before the run
         # folder exists); a resumed run continues from its own checkpoint and only needs its head count.
-        self.source = None if resume else finetune.read_source(config)
+        self.source = None if resume else finetune.read_source(config, registry.get)
         n_source = self.source.n if self.source else finetune.recorded_source_heads(run_dir) if resume else 0
         self.task, self.data, self.model = setup(config, self.device, quiet=quiet, rebuild=rebuild)
         if self.source:
@@ -531,7 +531,7 @@ def run(config: RunConfig, run_dir: str | Path, *, quiet: bool = False, on_eval=
         >>> import tempfile
         >>> from lab.config import build_run_config
         >>> folder = Path(tempfile.mkdtemp()); _ = (folder / "config.json").write_text("{}")
-        >>> run(build_run_config("polyarith", {}), folder)  # doctest: +ELLIPSIS
+        >>> run(build_run_config(registry.get("polyarith"), {}), folder)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         lab.errors.UserError: ... already holds a run; use --resume to continue it or choose another --out
@@ -557,7 +557,7 @@ def resume(run_dir: str | Path, *, quiet: bool = False, on_eval=None, rebuild: b
 
 def _train(config: RunConfig | None, run_dir: Path, *, resume: bool, quiet: bool, on_eval, rebuild: bool) -> dict:
     if resume:
-        config = ckpt.read_config(run_dir)
+        config = ckpt.read_config(run_dir, registry.get)
         if not (run_dir / ckpt.CHECKPOINT).exists():
             # Killed before its first checkpoint: start again from step 0 with the same config, and
             # the log and evals afresh (the steps they hold are trained again).

@@ -105,7 +105,7 @@ def _prepare_datasets(spec: SweepSpec, all_cells: list[Cell], quiet: bool = Fals
     seen = set()
     for cell in all_cells:
         probe = {p.name: (p.choices[0] if p.kind == "categorical" else p.low) for p in spec.search}
-        cfg = build_run_config(spec.task, {**cell.overrides(spec), **probe})
+        cfg = build_run_config(registry.get(spec.task), {**cell.overrides(spec), **probe})
         key = dataset_key(cfg.task_name, cfg.task, cfg.train.data_seed)
         if key not in seen:
             seen.add(key)

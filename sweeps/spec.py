@@ -251,7 +251,8 @@ def _typed(task: str, key: str, value, fail, where: str):
     Cross-field rules (n vs layers, batch vs context) are checked per cell later.
     """
     from generators import registry
-    from lab.config import ModelConfig, TrainConfig, build_dataclass
+    from lab.config import ModelConfig, TrainConfig
+    from lab.fields import build_dataclass
 
     section, _, name = key.partition(".")
     cls = {"task": registry.get(task).Config, "model": ModelConfig, "train": TrainConfig}[section]
@@ -486,7 +487,7 @@ def load_spec(path: str | Path, *, study: str | None = None) -> SweepSpec:
             continue
         probe = {p.name: (p.choices[0] if p.kind == "categorical" else p.low) for p in spec.search}
         try:
-            config = build_run_config(name, {**cell.overrides(spec), **probe})
+            config = build_run_config(task_cls, {**cell.overrides(spec), **probe})
         except UserError as e:
             fail(f"grid cell {cell.key}", str(e))
         first = first or config
@@ -546,7 +547,7 @@ def identity_hash(spec: SweepSpec) -> str:
         >>> len(identity_hash(s))
         16
     """
-    from lab.config import config_hash
+    from lab.fields import config_hash
 
     return config_hash(json.loads(json.dumps(spec.identity(), sort_keys=True, default=str)))
 

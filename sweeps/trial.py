@@ -97,6 +97,7 @@ def run_trial(study, trial, spec: SweepSpec, url: str, runs_root: Path, worker: 
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
+    from generators import registry
     from lab import checkpoint as ckpt
     from lab import train
     from lab.config import build_run_config
@@ -113,7 +114,7 @@ def run_trial(study, trial, spec: SweepSpec, url: str, runs_root: Path, worker: 
                 if key in ua["cell"]:
                     suggest(trial, key, dist)
             searched = {p.name: suggest(trial, p.name, p.distribution()) for p in spec.search}
-            config = build_run_config(spec.task, {**spec.fixed, **ua["cell"], **searched})
+            config = build_run_config(registry.get(spec.task), {**spec.fixed, **ua["cell"], **searched})
             resume = (folder / "config.json").exists()
             resumed_from = None
 
@@ -124,7 +125,7 @@ def run_trial(study, trial, spec: SweepSpec, url: str, runs_root: Path, worker: 
                         trial.report(float(value), step)
 
             if resume:
-                stored = ckpt.read_config(folder)
+                stored = ckpt.read_config(folder, registry.get)
                 if stored.to_dict() != config.to_dict():
                     raise UserError(f"run folder {folder} holds a different config than cell {run_key}; "
                                     f"move it away to retrain the cell")

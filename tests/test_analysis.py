@@ -388,7 +388,7 @@ def test_paper_lines_on_a_100m_panel(tmp_path):
     for n in (1, 2):
         rows.append({"size": "100M", "size_rank": 1e8, "n": n, "seed": 0, "trial": n, "budget_tokens": 1e6,
                      **{f"accuracy/ops={m}": 0.5 for m in range(1, 11)}})
-    csv = figures.accuracy_vs_ops(pd.DataFrame(rows), tmp_path)
+    csv = figures.accuracy_vs_difficulty(pd.DataFrame(rows), tmp_path)
     paper = csv[csv["kind"] == "paper"].set_index(["n", "m"])["accuracy_pct"]
     assert paper[(1, 1)] == 87 and paper[(2, 6)] == 12 and len(paper) == 20
     assert_figure_files(tmp_path, "accuracy_vs_ops")

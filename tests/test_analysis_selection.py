@@ -22,10 +22,10 @@ from test_analysis import (BUDGET, NON_EMB, SHAPE, assert_figure_files, build_in
                            induction_success, make_study, write_eval)
 
 from analysis import induction_figures, plotkit, stats  # noqa: E402
-from analysis.loader import LADDER, load_study, metric_columns, nominal_count, size_rank  # noqa: E402
+from analysis.loader import load_study, metric_columns, size_rank  # noqa: E402
 from analysis.report import significance_table  # noqa: E402
 from lab.cli import main  # noqa: E402
-from lab.config import SIZES  # noqa: E402
+from lab.config import LADDER, SIZES, nominal_count  # noqa: E402
 from sweeps.storage import open_storage  # noqa: E402
 
 LRS = (1e-3, 3e-3, 1e-2)

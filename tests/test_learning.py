@@ -7,6 +7,7 @@ match its targets. Chance is 7^-4 for a 4-digit answer over F7.
 
 import json
 
+from generators import registry
 from lab.config import build_run_config
 from lab.train import run
 
@@ -20,7 +21,7 @@ SETTINGS = {
 
 
 def test_tiny_model_learns_negation(tmp_path):
-    run(build_run_config("polyarith", SETTINGS), tmp_path / "run", quiet=True)
+    run(build_run_config(registry.get("polyarith"), SETTINGS), tmp_path / "run", quiet=True)
     final = json.loads((tmp_path / "run" / "eval.json").read_text())["metrics"]
     assert final["accuracy/ops=1"] >= 0.9, final  # chance: 0.04%
     assert final["valid/accuracy/ops=1"] >= 0.9, final

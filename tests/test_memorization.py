@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 
+from generators import registry
 from lab import train as train_mod
 from lab.config import build_run_config
 from lab.data import Windows
@@ -39,7 +40,7 @@ def _run(tmp_path, name, overrides):
         "train.batch_tokens": 1024, "train.context": 64, "train.lr": 3e-3, "train.warmup_steps": 5,
         "train.heldout_windows": 64, "train.progress": False, "train.log_interval": 50,
     }
-    cfg = build_run_config("induction", {**base, **overrides})
+    cfg = build_run_config(registry.get("induction"), {**base, **overrides})
     train_mod.run(cfg, tmp_path / name, quiet=True)
     return json.loads((tmp_path / name / "eval.json").read_text())
 
@@ -63,9 +64,9 @@ def test_memorization_gap_opens_only_when_the_data_repeats(tmp_path):
 def test_runs_saved_before_heldout_windows_keep_their_data_order():
     from lab.config import RunConfig
 
-    cfg = build_run_config("polyarith", {"train.steps": 3})
+    cfg = build_run_config(registry.get("polyarith"), {"train.steps": 3})
     assert cfg.train.heldout_windows == 32
     old = cfg.to_dict()
     del old["train"]["heldout_windows"]  # a config.json written before the field existed
-    assert RunConfig.from_dict(old).train.heldout_windows == 0
-    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    assert RunConfig.from_dict(old, registry.get).train.heldout_windows == 0
+    assert RunConfig.from_dict(cfg.to_dict(), registry.get) == cfg

@@ -21,12 +21,14 @@ import sympy
 import torch
 
 import generators.polyarith as polyarith
+from generators import registry
 from generators.polyarith import (MAX_K, OPS, PolyArith, PolyArithConfig, count_expressions, evaluate_tree,
                                    random_example)
 from generators.polyring import PRIMES, mul_reference, ring
 from lab.cli import main
-from lab.config import build_dataclass, build_run_config
+from lab.config import build_run_config
 from lab.errors import UserError
+from lab.fields import build_dataclass
 
 X = sympy.Symbol("X")
 ROOT = Path(__file__).resolve().parents[1]
@@ -292,9 +294,9 @@ def test_evaluate_scores_valid_like_test_in_a_small_ring():
 # ---------------------------------------------------------------------------
 
 def test_ops_from_the_command_line():
-    assert build_run_config("polyarith", {"task.ops": "neg,add"}).task.ops == ("neg", "add")
-    assert build_run_config("polyarith", {"task.ops": "compose, mul"}).task.ops == ("mul", "compose")
-    cfg = build_run_config("polyarith", {"task.p": "3", "task.k": "4", "task.ops": "mul"}).task
+    assert build_run_config(registry.get("polyarith"), {"task.ops": "neg,add"}).task.ops == ("neg", "add")
+    assert build_run_config(registry.get("polyarith"), {"task.ops": "compose, mul"}).task.ops == ("mul", "compose")
+    cfg = build_run_config(registry.get("polyarith"), {"task.p": "3", "task.k": "4", "task.ops": "mul"}).task
     assert (cfg.p, cfg.k, cfg.ops) == (3, 4, ("mul",))
     # config.json stores ops as a JSON list; reading it back gives the same config
     stored = json.loads(json.dumps(dataclasses.asdict(cfg)))
@@ -330,7 +332,7 @@ def test_bad_knobs_raise_one_line_user_error(overrides, needle):
            for key, value in overrides.items()}
     if cli.get("task.ops") != "neg,3":  # a CLI string is always a name: 'neg,3' reads as an unknown operator
         with pytest.raises(UserError, match=needle.replace("(", r"\(")):
-            build_run_config("polyarith", cli)
+            build_run_config(registry.get("polyarith"), cli)
 
 
 def test_small_ring_with_just_enough_prompts_builds():

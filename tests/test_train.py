@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from generators import registry
 from lab import train as train_mod
 from lab.cli import main
 from lab.config import build_run_config
@@ -28,7 +29,7 @@ def _metrics_rows(run_dir):
 
 
 def test_resume_after_crash_reproduces_uninterrupted_run(tmp_path, crash_at):
-    cfg = build_run_config("polyarith", TINY)
+    cfg = build_run_config(registry.get("polyarith"), TINY)
     full = train_mod.run(cfg, tmp_path / "full", quiet=True)
 
     # Crash after step 5: the last checkpoint is at step 4, metrics.jsonl already has step 5.
@@ -53,7 +54,7 @@ def test_resume_after_crash_reproduces_uninterrupted_run(tmp_path, crash_at):
 
 
 def test_run_folder_contents(tmp_path):
-    cfg = build_run_config("polyarith", TINY)
+    cfg = build_run_config(registry.get("polyarith"), TINY)
     summary = train_mod.run(cfg, tmp_path / "r", quiet=True)
     stored = json.loads((tmp_path / "r" / "config.json").read_text())
     assert stored["model"]["n"] == 2 and stored["meta"]["params"] == summary["params"]
@@ -77,7 +78,7 @@ def test_run_folder_contents(tmp_path):
 def test_same_seed_same_weights_different_seed_differs(tmp_path):
     runs = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        cfg = build_run_config("polyarith", {**TINY, "train.steps": 2, "train.seed": seed})
+        cfg = build_run_config(registry.get("polyarith"), {**TINY, "train.steps": 2, "train.seed": seed})
         train_mod.run(cfg, tmp_path / name, quiet=True)
         runs[name] = torch.load(tmp_path / name / "checkpoint.pt", weights_only=False)["model"]
     assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
@@ -201,7 +202,7 @@ def test_chunked_dataset_build_equals_one_chunk(tmp_path, monkeypatch):
 FAST = {**TINY, "task.valid_per_op": 1}  # a validation set of 10 (the default 1000 dominates a tiny run)
 
 def test_resume_before_the_first_checkpoint_logs_every_step_once(tmp_path, crash_at):
-    cfg = build_run_config("polyarith", {**FAST, "train.checkpoint_interval": 0})  # first checkpoint at step 4
+    cfg = build_run_config(registry.get("polyarith"), {**FAST, "train.checkpoint_interval": 0})  # first checkpoint at step 4
     full = tmp_path / "full"
     train_mod.run(cfg, full, quiet=True)
     disarm = crash_at(3)  # killed after logging steps 1-3, before any checkpoint
@@ -216,7 +217,7 @@ def test_resume_before_the_first_checkpoint_logs_every_step_once(tmp_path, crash
 
 
 def test_resume_drops_a_metrics_line_torn_by_the_crash(tmp_path, crash_at):
-    cfg = build_run_config("polyarith", {**FAST, "train.eval_interval": 100})
+    cfg = build_run_config(registry.get("polyarith"), {**FAST, "train.eval_interval": 100})
     disarm = crash_at(5)  # checkpoint at step 4, steps 1-5 logged
     with pytest.raises(RuntimeError):
         train_mod.run(cfg, tmp_path / "r", quiet=True)
@@ -276,7 +277,7 @@ def test_an_eval_between_log_steps_does_not_inflate_tokens_per_s(tmp_path, monke
 
     monkeypatch.setattr(train_mod._Run, "train_step", one_second_step)
     monkeypatch.setattr(train_mod._Run, "evaluate", slow_eval)
-    cfg = build_run_config("polyarith", {**FAST, "train.log_interval": 4, "train.eval_interval": 2})
+    cfg = build_run_config(registry.get("polyarith"), {**FAST, "train.log_interval": 4, "train.eval_interval": 2})
     train_mod.run(cfg, tmp_path / "r", quiet=True)
     rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [4, 8]
