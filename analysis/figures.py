@@ -122,7 +122,7 @@ def accuracy_vs_difficulty(frame: pd.DataFrame, out_dir, *, meta: TaskMeta | Non
     means["region"] = means["m"].map(meta.region)
     means["m_plotted"] = means["m"]
     refs = []
-    if show_paper and "100M" in sizes and meta.name == "polyarith" and meta.prefix == "accuracy/ops":
+    if show_paper and "100M" in sizes and meta.prefix == "accuracy/ops":  # the paper's Fig. 8 is polyarith's
         for m in cols:
             for n in ns:
                 ref = paper.polyarith_reference(m, n)
