@@ -1,12 +1,13 @@
 """Compare groups of run folders on one metric: means with 95% intervals, and every group against a baseline.
 
-A group is ``LABEL=GLOB``: the run folders the glob matches (one per seed,
-typically). ``LABEL=GLOB@METRIC`` reads another metric for that group, e.g. the
-marginal of a next-token model beside the heads of MTP models:
+A group is ``--group LABEL GLOB``: the run folders the glob matches (one per
+seed, typically). ``--group LABEL GLOB METRIC`` reads another metric for that
+group, e.g. the marginal of a next-token model beside the heads of MTP models:
 
-    mtplab compare "scratch=runs/from-ntp-scratch/n=2,*" "frozen=runs/from-ntp-frozen/*" \\
-        "marginal=runs/from-ntp-scratch/n=1,*@future_acc/k=2/marginal" \\
-        --metric future_acc/k=2/head --baseline scratch --out docs/from-ntp.md
+    mtplab compare --group "n=2 from scratch" "runs/from-ntp-scratch/n=2,*" \\
+        --group "frozen trunk" "runs/from-ntp-frozen/*" \\
+        --group "n=1 marginal" "runs/from-ntp-scratch/n=1,*" future_acc/k=2/marginal \\
+        --metric future_acc/k=2/head --baseline "n=2 from scratch" --out docs/from-ntp.md
 
 Each run's value comes from its ``eval.json``: the last eval (``--checkpoint
 final``, the default: the final eval of a finished run) or the checkpoint the
@@ -23,7 +24,7 @@ Example:
     ...     for i, v in enumerate(vals):
     ...         d = root / f"{g}{i}"; d.mkdir()
     ...         _ = (d / "eval.json").write_text(json.dumps({"tokens": 1000, "metrics": {"acc": v}}))
-    >>> frame = group_values([parse_group(f"A={root}/a*"), parse_group(f"B={root}/b*")], "acc")
+    >>> frame = group_values([parse_group(["A", f"{root}/a*"]), parse_group(["B", f"{root}/b*"])], "acc")
     >>> print(compare_table(frame, baseline="B").splitlines()[2])
     | A | acc | 3 | 51.0% [48.5, 53.5] | 50.0, 52.0, 51.0 | 1,000 | +30.0 [+27.7, +32.3] | 0.000 | 0.10 |
 """
@@ -55,20 +56,17 @@ class Group:
     metric: str | None = None
 
 
-def parse_group(text: str) -> Group:
-    """``LABEL=GLOB`` or ``LABEL=GLOB@METRIC`` -> a Group.
+def parse_group(values: list[str]) -> Group:
+    """The values of one ``--group LABEL GLOB [METRIC]`` -> a Group.
 
     Example:
-        >>> parse_group("marginal=runs/x/n=1,*@future_acc/k=2/marginal")
-        Group(label='marginal', pattern='runs/x/n=1,*', metric='future_acc/k=2/marginal')
+        >>> parse_group(["n=1 marginal", "runs/x/n=1,*", "future_acc/k=2/marginal"])
+        Group(label='n=1 marginal', pattern='runs/x/n=1,*', metric='future_acc/k=2/marginal')
     """
-    label, sep, rest = text.partition("=")
-    if not sep or not label.strip() or not rest.strip():
-        raise UserError(f"group '{text}': write LABEL=GLOB (or LABEL=GLOB@METRIC), e.g. 'scratch=runs/s/n=2,*'")
-    pattern, at, metric = rest.rpartition("@") if "@" in rest else (rest, "", "")
-    if at and not metric.strip():
-        raise UserError(f"group '{text}': nothing after '@'; give a metric name or leave the '@' out")
-    return Group(label.strip(), pattern.strip(), metric.strip() or None)
+    if not 2 <= len(values) <= 3 or not all(v.strip() for v in values):
+        raise UserError(f"--group {' '.join(values)}: give LABEL GLOB or LABEL GLOB METRIC (non-empty), "
+                        f"e.g. --group 'from scratch' 'runs/s/n=2,*'")
+    return Group(values[0].strip(), values[1].strip(), values[2].strip() if len(values) == 3 else None)
 
 
 def _tokens(run_dir: Path, data: dict) -> float:
@@ -158,8 +156,8 @@ def compare_table(frame: pd.DataFrame, baseline: str | None = None) -> str:
 
 
 def cmd_compare(args) -> int:
-    """``mtplab compare GROUP... --metric M [--baseline LABEL] [--out FILE.md]``."""
-    groups = [parse_group(t) for t in args.groups]
+    """``mtplab compare --group LABEL GLOB [METRIC] ... --metric M [--baseline LABEL] [--out FILE.md]``."""
+    groups = [parse_group(v) for v in args.group]
     if args.out:
         out = Path(args.out)
         if out.is_dir() or not out.parent.is_dir():
@@ -179,12 +177,12 @@ def add_parser(sub) -> None:
 
     c = sub.add_parser("compare", help="groups of run folders on one metric: means, 95%% intervals, against a baseline",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="example:\n  mtplab compare 'scratch=runs/from-ntp-scratch/n=2,*' "
-                              "'frozen=runs/from-ntp-frozen/*' \\\n"
-                              "      'marginal=runs/from-ntp-scratch/n=1,*@future_acc/k=2/marginal' \\\n"
+                       epilog="example:\n  mtplab compare --group scratch 'runs/from-ntp-scratch/n=2,*' "
+                              "--group frozen 'runs/from-ntp-frozen/*' \\\n"
+                              "      --group marginal 'runs/from-ntp-scratch/n=1,*' future_acc/k=2/marginal \\\n"
                               "      --metric future_acc/k=2/head --baseline scratch")
-    c.add_argument("groups", nargs="+", metavar="LABEL=GLOB[@METRIC]",
-                   help="a labelled glob of run folders (quote it); @METRIC reads another metric for that group")
+    c.add_argument("--group", action="append", nargs="+", required=True, metavar="LABEL GLOB [METRIC]",
+                   help="a label and a glob of run folders (quote it); a third value reads another metric for it")
     c.add_argument("--metric", required=True, help="the metric every group without its own @METRIC reads")
     c.add_argument("--baseline", help="the group every other group is compared with (Welch interval and p)")
     c.add_argument("--checkpoint", choices=CHECKPOINTS, default="final",

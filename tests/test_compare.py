@@ -27,8 +27,9 @@ def test_compare_table_means_intervals_and_welch_against_the_baseline(tmp_path, 
         _run(tmp_path / "b", f"s{i}", v)
         _run(tmp_path / "m", f"s{i}", 0.3, metric="acc/marginal")
     out = tmp_path / "table.md"
-    code = main(["compare", f"A={tmp_path}/a/*", f"B={tmp_path}/b/*", f"M={tmp_path}/m/*@acc/marginal",
-                 "--metric", "acc", "--baseline", "B", "--out", str(out)])
+    code = main(["compare", "--group", "A", f"{tmp_path}/a/*", "--group", "B", f"{tmp_path}/b/*",
+                 "--group", "M", f"{tmp_path}/m/*", "acc/marginal", "--metric", "acc", "--baseline", "B",
+                 "--out", str(out)])
     assert code == 0
     rows = {line.split(" | ")[0].strip("| "): line for line in out.read_text().splitlines()[2:]}
     # diff 0.30, se = sqrt(2 * 1e-4 / 3), df 4, t(0.975, 4) = 2.776 -> half-width 0.0227
@@ -37,18 +38,18 @@ def test_compare_table_means_intervals_and_welch_against_the_baseline(tmp_path, 
     assert "acc/marginal | 3 | 30.0% [30.0, 30.0]" in rows["M"]
     assert "+9.0 [+6.5, +11.5]" in rows["M"]  # M has no spread: se = sqrt(1e-4 / 3), df 2, t = 4.303
     assert capsys.readouterr().out.startswith("| group | metric |")
-    main(["compare", f"A={tmp_path}/a/*", "--metric", "acc", "--checkpoint", "best"])
+    main(["compare", "--group", "A", f"{tmp_path}/a/*", "--metric", "acc", "--checkpoint", "best"])
     assert "90.0% [90.0, 90.0]" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["nolabel"], "write LABEL=GLOB"),
-    (["A={root}/a/*@"], "nothing after '@'"),
-    (["A={root}/none/*"], "no run folder matches"),
-    (["A={root}/a/*", "A={root}/a/*"], "labels must differ"),
-    (["A={root}/a/*", "--baseline", "Z"], "--baseline 'Z' is not a group"),
-    (["A={root}/a/*@loss"], "has no loss in its final eval"),
-    (["A={root}/a/*", "--out", "{root}/missing/t.md"], "give a file path in an existing folder"),
+    (["--group", "nolabel"], "give LABEL GLOB or LABEL GLOB METRIC"),
+    (["--group", "A", "{root}/a/*", "acc", "x"], "give LABEL GLOB or LABEL GLOB METRIC"),
+    (["--group", "A", "{root}/none/*"], "no run folder matches"),
+    (["--group", "A", "{root}/a/*", "--group", "A", "{root}/a/*"], "labels must differ"),
+    (["--group", "A", "{root}/a/*", "--baseline", "Z"], "--baseline 'Z' is not a group"),
+    (["--group", "A", "{root}/a/*", "loss"], "has no loss in its final eval"),
+    (["--group", "A", "{root}/a/*", "--out", "{root}/missing/t.md"], "give a file path in an existing folder"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, args, needle):
     _run(tmp_path / "a", "s0", 0.5)
