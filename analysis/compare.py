@@ -69,14 +69,21 @@ def parse_group(values: list[str]) -> Group:
     return Group(values[0].strip(), values[1].strip(), values[2].strip() if len(values) == 3 else None)
 
 
+def _eval_tokens(data: dict | None) -> float:
+    """The training tokens at a run's last eval (its ``tokens``, else its history's last entry)."""
+    if not data:
+        return math.nan
+    history = data.get("history") or [{}]
+    return float(data.get("tokens") or history[-1].get("tokens") or math.nan)
+
+
 def _tokens(run_dir: Path, data: dict) -> float:
     """Training tokens of a run, counting its train.init_from source's own (one level: sources are read as given)."""
-    tokens = float(data.get("tokens") or math.nan)
+    tokens = _eval_tokens(data)
     try:
         meta = json.loads((run_dir / "config.json").read_text()).get("meta", {}).get("init_from")
         if meta:
-            source = read_eval(meta["run_dir"])
-            tokens += float(source.get("tokens")) if source else math.nan
+            tokens += _eval_tokens(read_eval(meta["run_dir"]))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
     return tokens

@@ -10,7 +10,7 @@ from lab.cli import main
 def _run(root, name, value, *, tokens=1000, metric="acc", best=None, source=None):
     d = root / name
     d.mkdir(parents=True)
-    data = {"tokens": tokens, "metrics": {metric: value}}
+    data = {"history": [{"tokens": tokens // 2}, {"tokens": tokens}], "metrics": {metric: value}}  # as lab.train writes
     if best is not None:
         data["best"] = {"metrics": {metric: best}, "step": 1, "tokens": tokens // 2}
     (d / "eval.json").write_text(json.dumps(data))
