@@ -162,19 +162,63 @@ def compare_table(frame: pd.DataFrame, baseline: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def draw_compare(frame: pd.DataFrame, out, *, title: str = "") -> list[Path]:
+    """Each group's runs as points and its mean with the 95% t-interval; a PNG, a PDF and the CSV drawn.
+
+    Example:
+        >>> import tempfile
+        >>> f = pd.DataFrame({"group": ["a", "a", "b"], "run": ["r0", "r1", "r2"], "metric": "m",
+        ...                   "value": [0.2, 0.4, 0.5], "tokens": 10.0})
+        >>> [p.suffix for p in draw_compare(f, Path(tempfile.mkdtemp()) / "c.png")]
+        ['.png', '.pdf', '.csv']
+    """
+    from matplotlib.figure import Figure
+
+    from analysis.plotkit import _style
+
+    groups = list(dict.fromkeys(frame["group"]))
+    with _style():
+        fig = Figure(figsize=(7.0, 0.55 * len(groups) + 1.4))
+        ax = fig.subplots()
+        for y, g in enumerate(groups):
+            values = frame[frame["group"] == g]["value"] * 100
+            mean, lo, hi, _ = mean_interval(values)
+            ax.scatter(values, [y] * len(values), s=22, color="0.55", zorder=2)
+            if not math.isnan(lo):
+                ax.plot([lo, hi], [y, y], color="C0", lw=2.2, zorder=3)
+            ax.scatter([mean], [y], s=60, marker="D", color="C0", zorder=4)
+        ax.set_yticks(range(len(groups)), groups)
+        ax.invert_yaxis()
+        metrics = list(dict.fromkeys(frame["metric"]))
+        ax.set_xlabel(f"{' / '.join(metrics)} (%): runs (grey), mean and 95% t-interval (blue)")
+        if title:
+            ax.set_title(title, fontsize=11)
+        fig.tight_layout()
+        out = Path(out)
+        written = [out.with_suffix(".png"), out.with_suffix(".pdf"), out.with_suffix(".csv")]
+        fig.savefig(written[0], dpi=120)
+        fig.savefig(written[1])
+    frame.to_csv(written[2], index=False)
+    return written
+
+
 def cmd_compare(args) -> int:
     """``mtplab compare --group LABEL GLOB [METRIC] ... --metric M [--baseline LABEL] [--out FILE.md]``."""
     groups = [parse_group(v) for v in args.group]
-    if args.out:
-        out = Path(args.out)
-        if out.is_dir() or not out.parent.is_dir():
-            raise UserError(f"--out {out}: give a file path in an existing folder")
+    for flag, path in (("--out", args.out), ("--figure", args.figure)):
+        if path and (Path(path).is_dir() or not Path(path).parent.is_dir()):
+            raise UserError(f"{flag} {path}: give a file path in an existing folder")
+    if args.figure and Path(args.figure).suffix.lower() not in (".png", ""):
+        raise UserError(f"--figure {args.figure}: give a .png path (a .pdf and a .csv are written beside it)")
     frame = group_values(groups, args.metric, args.checkpoint)
     table = compare_table(frame, args.baseline)
     print(table)
     if args.out:
         atomic_write_text(Path(args.out), table + "\n")
         print(f"wrote {args.out}")
+    if args.figure:
+        for path in draw_compare(frame, args.figure, title=args.title or ""):
+            print(f"wrote {path}")
     return 0
 
 
@@ -195,4 +239,6 @@ def add_parser(sub) -> None:
     c.add_argument("--checkpoint", choices=CHECKPOINTS, default="final",
                    help="final (default): each run's last eval; best: the checkpoint it chose on validation")
     c.add_argument("--out", help="also write the markdown table to this file")
+    c.add_argument("--figure", help="also draw the groups (runs, means, intervals) to this PNG (+ PDF and CSV)")
+    c.add_argument("--title", help="the figure's title")
     c.set_defaults(func=cmd_compare)

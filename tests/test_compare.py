@@ -38,8 +38,10 @@ def test_compare_table_means_intervals_and_welch_against_the_baseline(tmp_path, 
     assert "acc/marginal | 3 | 30.0% [30.0, 30.0]" in rows["M"]
     assert "+9.0 [+6.5, +11.5]" in rows["M"]  # M has no spread: se = sqrt(1e-4 / 3), df 2, t = 4.303
     assert capsys.readouterr().out.startswith("| group | metric |")
-    main(["compare", "--group", "A", f"{tmp_path}/a/*", "--metric", "acc", "--checkpoint", "best"])
+    main(["compare", "--group", "A", f"{tmp_path}/a/*", "--metric", "acc", "--checkpoint", "best",
+          "--figure", str(tmp_path / "fig.png")])
     assert "90.0% [90.0, 90.0]" in capsys.readouterr().out
+    assert (tmp_path / "fig.png").stat().st_size > 1000 and (tmp_path / "fig.csv").read_text().count("\n") == 4
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -50,6 +52,7 @@ def test_compare_table_means_intervals_and_welch_against_the_baseline(tmp_path, 
     (["--group", "A", "{root}/a/*", "--baseline", "Z"], "--baseline 'Z' is not a group"),
     (["--group", "A", "{root}/a/*", "loss"], "has no loss in its final eval"),
     (["--group", "A", "{root}/a/*", "--out", "{root}/missing/t.md"], "give a file path in an existing folder"),
+    (["--group", "A", "{root}/a/*", "--figure", "{root}/t.svg"], "give a .png path"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, args, needle):
     _run(tmp_path / "a", "s0", 0.5)
