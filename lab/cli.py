@@ -178,6 +178,8 @@ def cmd_train(args) -> int:
         config = build_run_config(registry.get(args.task or "polyarith"), _overrides(args))
         check_output_dir(args.out, "--out")
         summary = run(config, Path(args.out), rebuild=args.rebuild)
+    if summary["rank"]:  # under torchrun, rank 0 alone reports
+        return 0
     print(format_metrics(summary["metrics"], title=f"final eval at step {summary['step']} ({summary['run_dir']})"))
     if summary["best"]:
         obj, best = summary["objective"], summary["best"]
@@ -221,6 +223,14 @@ def cmd_bench(args) -> int:
     return bench.main(args)
 
 
+def cmd_bench_gpu(args) -> int:
+    from lab import gpu_check
+
+    if args.json:
+        check_output_file(args.json, "--json")
+    return gpu_check.main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="mtplab", description="Multi-token prediction lab: tasks, training, sweeps, figures.",
                 formatter_class=_formatter, epilog=__doc__.split("Example:")[1])
@@ -253,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "  mtplab train --resume runs/x\n"
                               "  mtplab train --task polyarith --set model.heads_on_top=true --set train.lr=3e-4 --out runs/z\n"
                               "  mtplab train --init-from runs/x --n 4 --freeze trunk --out runs/x-n4   "
-                              "(docs/from-next-token.md)")
+                              "(docs/from-next-token.md)\n"
+                              "  torchrun --nproc_per_node 8 -m lab train --size 1B ... --out runs/w   "
+                              "(one run on 8 GPUs; README, Many GPUs)")
     s.add_argument("--task", help="task name (mtplab tasks); default polyarith")
     s.add_argument("--out", help="run folder to create")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
@@ -269,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tokens", help="training budget in tokens (e.g. 2e6; at most 1e13)")
     s.add_argument("--steps", help="training budget in optimizer steps (overrides --tokens; 0: from --tokens)")
     s.add_argument("--batch-tokens", help="tokens per optimizer step")
-    s.add_argument("--micro-batch", help="sequences per forward/backward (gradient accumulation)")
+    s.add_argument("--micro-batch", help="sequences per forward/backward, all processes together under torchrun "
+                                         "(gradient accumulation)")
     s.add_argument("--context", help="sequence length")
     s.add_argument("--lr", help="peak learning rate")
     s.add_argument("--warmup-steps", help="linear warmup steps (-1: min(2000, steps/10))")
@@ -310,6 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_args(b)
     b.set_defaults(func=cmd_bench)
+    b = bsub.add_parser("gpu", help="the GPU check: short CUDA runs (n=1,4, compile), 2-GPU torchrun; tokens/s, MFU",
+                        formatter_class=_formatter, epilog="examples:\n  mtplab bench gpu\n"
+                                                          "  mtplab bench gpu --size 100M --steps 50 --json gpu.json")
+    from lab.gpu_check import add_args as add_gpu_args
+
+    add_gpu_args(b)
+    b.set_defaults(func=cmd_bench_gpu)
     from lab.speculative_cli import add_parser as add_decode_parsers  # decode and bench decode: lab's own
 
     add_decode_parsers(sub, bsub)

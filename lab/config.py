@@ -199,7 +199,7 @@ class TrainConfig:
     tokens: int = 2_000_000  # training budget in tokens (at most MAX_TOKENS = 1e13)
     steps: int = 0  # if > 0, overrides `tokens`; 0 = derive the steps from `tokens`
     batch_tokens: int = 8192  # tokens per optimizer step (gradient accumulation reaches it)
-    micro_batch: int = 0  # sequences per forward/backward; 0 = whole batch at once
+    micro_batch: int = 0  # sequences per forward/backward (all torchrun processes together); 0 = whole batch at once
     context: int = 0  # sequence length; 0 = the task's default_context (polyarith 256, induction 512)
     lr: float = 1e-3
     min_lr_ratio: float = 0.03  # cosine decays to 3% of peak (paper)

@@ -65,25 +65,29 @@ def _split(model, window, mask=None):
     return window[:, :T], targets
 
 
-def _head_loss(model, z, target, weight, scale, stats):
-    """Weighted CE of one head from its hidden state; records loss (and top-1 accuracy if tracked)."""
+def _head_loss(model, z, target, weight, scale, stats, count=None):
+    """Weighted CE of one head from its hidden state; records loss (and top-1 accuracy if tracked).
+
+    The summed CE is divided by ``count`` (default: the scored targets here, clamped to >= 1).
+    """
     logits = model.logits(z)  # (B, T, V)
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # the softmax in fp32 under autocast
     scored = target != IGNORE
     # mean over the scored targets (all of them unless the task masks context); 0 if none
     ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=IGNORE, reduction="sum")
-    ce = ce / scored.sum().clamp(min=1)
+    count = scored.sum().clamp(min=1) if count is None else max(count, 1)
+    ce = ce / count
     with torch.no_grad():
         stats["loss"].append(ce.detach())
         if "acc" in stats:  # an argmax over (B, T, V): only on steps that log it
             hits = ((logits.argmax(-1) == target) & scored).sum()
-            stats["acc"].append(hits / scored.sum().clamp(min=1))
+            stats["acc"].append(hits / count)
     return ce * (weight * scale)
 
 
 def sequential_backward(model, window, mask=None, *, scale: float = 1.0, autocast=contextlib.nullcontext,
-                        track_accuracy: bool = True, eot: int | None = None, weights=None) -> dict:
+                        track_accuracy: bool = True, eot: int | None = None, weights=None, counts=None) -> dict:
     """Memory-efficient MTP forward + backward on one micro-batch.
 
     ``window`` is (B, T + n) tokens; head i is trained on window[:, i : T + i],
@@ -95,11 +99,16 @@ def sequential_backward(model, window, mask=None, *, scale: float = 1.0, autocas
     within each packed document (``lab.model.document_mask``). ``weights``
     (one per head) replaces ``model.config.weights`` (a schedule moves them).
     A trunk whose parameters all are fixed is not backpropagated through.
+    ``counts`` (one per head) replaces the number of scored targets each
+    head's summed loss is divided by: a data-parallel rank holding part of a
+    micro-batch passes the whole micro-batch's (``lab.distributed``), so the
+    ranks' losses and gradients add up to those of the whole micro-batch.
     """
     if model.config.n == 1:  # one head: nothing to free between heads, one backward is cheaper
         return naive_backward(model, window, mask, scale=scale, autocast=autocast, track_accuracy=track_accuracy,
-                              eot=eot, weights=weights)
+                              eot=eot, weights=weights, counts=counts)
     weights = model.config.weights if weights is None else weights
+    counts = [None] * model.config.n if counts is None else counts
     idx, targets = _split(model, window, mask)
     attn = document_mask(idx, eot) if eot is not None else None
     stats = {"loss": [], "acc": []} if track_accuracy else {"loss": []}
@@ -109,7 +118,8 @@ def sequential_backward(model, window, mask=None, *, scale: float = 1.0, autocas
         h_leaf = h.detach().requires_grad_()
         for i, target in enumerate(targets):
             with autocast():
-                loss = _head_loss(model, model.head_state(i, h_leaf, attn_mask=attn), target, weights[i], scale, stats)
+                loss = _head_loss(model, model.head_state(i, h_leaf, attn_mask=attn), target, weights[i], scale, stats,
+                                  counts[i])
             loss.backward()  # frees head i's logits and activations
         if h.requires_grad:  # not when the trunk is fixed (train.freeze, a head warmup): the backward ends at h
             h.backward(h_leaf.grad)
@@ -120,7 +130,7 @@ def sequential_backward(model, window, mask=None, *, scale: float = 1.0, autocas
     for i, target in enumerate(targets):
         z_leaf = zs[i].detach().requires_grad_()
         with autocast():
-            loss = _head_loss(model, z_leaf, target, weights[i], scale, stats)
+            loss = _head_loss(model, z_leaf, target, weights[i], scale, stats, counts[i])
         loss.backward()  # frees head i's logits
         grads.append(z_leaf.grad)
     torch.autograd.backward(zs, grads)
@@ -128,16 +138,17 @@ def sequential_backward(model, window, mask=None, *, scale: float = 1.0, autocas
 
 
 def naive_backward(model, window, mask=None, *, scale: float = 1.0, autocast=contextlib.nullcontext,
-                   track_accuracy: bool = True, eot: int | None = None, weights=None) -> dict:
+                   track_accuracy: bool = True, eot: int | None = None, weights=None, counts=None) -> dict:
     """The reference: sum the n weighted losses, one backward. Keeps all logits alive."""
     weights = model.config.weights if weights is None else weights
+    counts = [None] * model.config.n if counts is None else counts
     idx, targets = _split(model, window, mask)
     attn = document_mask(idx, eot) if eot is not None else None
     stats = {"loss": [], "acc": []} if track_accuracy else {"loss": []}
     with autocast():
         h = model.trunk_forward(idx, attn_mask=attn)
         zs = model.head_states(h, window, attn_mask=attn)
-        total = sum(_head_loss(model, z, t, w, scale, stats) for z, t, w in zip(zs, targets, weights))
+        total = sum(_head_loss(model, z, t, w, scale, stats, c) for z, t, w, c in zip(zs, targets, weights, counts))
     total.backward()
     return stats
 

@@ -44,11 +44,13 @@ import torch
 
 from generators import registry
 from lab import checkpoint as ckpt
-from lab import finetune
+from lab import distributed, finetune
 from lab.config import RunConfig
 from lab.data import Windows, prepare
 from lab.errors import UserError
+from lab.distributed import Ranks
 from lab.loss import next_token_nll, sequential_backward
+from lab.memory import checkpoint_blocks
 from lab.model import Block, MTPModel
 from lab.agreement import agreement_windows, head_agreement
 from lab.marginal import document_windows, future_accuracy
@@ -99,15 +101,42 @@ def lr_at(step: int, total: int, train) -> float:
     return train.lr * (train.min_lr_ratio + (1 - train.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def build_optimizer(model, train, device, n_source: int = 0) -> torch.optim.AdamW:
+def build_optimizer(model, train, device, n_source: int = 0, fused: bool | None = None) -> torch.optim.AdamW:
     """AdamW(beta1, beta2), weight decay on matrices only (norm gains excluded).
 
     Frozen parts (``train.freeze``) are not in it; every group carries the
-    ``lr_mult`` of its part (:func:`lab.finetune.param_groups`).
+    ``lr_mult`` of its part (:func:`lab.finetune.param_groups`). The fused
+    kernel on CUDA (``fused`` None: by device; the CPU has one too, which
+    tests/test_cuda_paths.py compares with the plain one).
+
+    Example:
+        >>> from lab.config import ModelConfig, TrainConfig
+        >>> model = MTPModel(ModelConfig(size="custom", d_model=32, layers=2, n_heads=2, vocab_size=50).resolved())
+        >>> build_optimizer(model, TrainConfig(), torch.device("cpu")).defaults["fused"]
+        False
     """
     groups = finetune.param_groups(model, train, n_source)
     return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2),
-                             fused=device.type == "cuda")
+                             fused=device.type == "cuda" if fused is None else fused)
+
+
+def compile_blocks(model, backend: str = "inductor") -> int:
+    """``torch.compile`` every transformer block of ``model`` in place (``train.compile``); returns how many.
+
+    Blocks, not the whole model: the sequential backward calls the trunk and
+    the heads separately, and every block has the same shapes, so one graph
+    serves them all. (``backend``: the tests trace with ``aot_eager``, which
+    skips inductor's code generation, ~45 s on a busy 2-core CPU.)
+
+    Example:
+        >>> from lab.config import ModelConfig
+        >>> compile_blocks(MTPModel(ModelConfig(size="custom", d_model=32, layers=2, n_heads=2, vocab_size=50).resolved()))
+        2
+    """
+    blocks = [m for m in model.modules() if isinstance(m, Block)]
+    for block in blocks:
+        block.compile(backend=backend)
+    return len(blocks)
 
 
 def model_config_for(config: RunConfig, n_vocab: int):
@@ -288,9 +317,12 @@ def _is_better(value, best, direction: str) -> bool:
 class _Run:
     """State of one run in progress (kept small: everything else is derived)."""
 
-    def __init__(self, config: RunConfig, run_dir: Path, resume: bool, quiet: bool, rebuild: bool = False):
+    def __init__(self, config: RunConfig, run_dir: Path, resume: bool, quiet: bool, rebuild: bool = False,
+                 ranks: Ranks = Ranks(), device: torch.device | None = None):
         self.config, self.run_dir, self.quiet = config, run_dir, quiet
-        self.device = select_device(config.train.device)
+        # Under torchrun: this process's rank (rank 0 alone writes the run folder and evaluates) and device.
+        self.ranks = ranks
+        self.device = device or select_device(config.train.device)
         if config.train.threads > 0:
             torch.set_num_threads(config.train.threads)
         tc = config.train
@@ -298,7 +330,8 @@ class _Run:
         # folder exists); a resumed run continues from its own checkpoint and only needs its head count.
         self.source = None if resume else finetune.read_source(config, registry.get)
         n_source = self.source.n if self.source else finetune.recorded_source_heads(run_dir) if resume else 0
-        self.task, self.data, self.model = setup(config, self.device, quiet=quiet, rebuild=rebuild)
+        with distributed.host_leader_first(ranks):  # one process per host builds the dataset cache
+            self.task, self.data, self.model = setup(config, self.device, quiet=quiet, rebuild=rebuild and ranks.local_rank == 0)
         if self.source:
             finetune.load_into(self.model, self.source, tc.init_heads)
         finetune.freeze(self.model, tc, n_source)
@@ -310,10 +343,10 @@ class _Run:
         self.eot = document_eot(config, self.data)  # attention within documents (train.document_mask)
         self.optimizer = build_optimizer(self.model, tc, self.device, n_source)
         self.autocast = autocast_for(self.device, tc.dtype)
+        if tc.activation_checkpointing:
+            checkpoint_blocks(self.model)
         if tc.compile:
-            for module in self.model.modules():
-                if isinstance(module, Block):
-                    module.compile()
+            compile_blocks(self.model)
         self.eval_every = tc.eval_interval or max(1, -(-self.total // 5))  # ceil: no eval right before the final one
         self.ckpt_every = tc.checkpoint_interval or self.eval_every
         self._agreement_windows = None  # test text for the acceptance estimate, tokenized once
@@ -328,6 +361,7 @@ class _Run:
         self._saved_step = 0
         if resume:
             self._restore()
+        distributed.broadcast_module(self.model, ranks)  # every rank starts from rank 0's weights (as DDP does)
 
     # ---- checkpointing ----
     def _state(self) -> dict:
@@ -352,7 +386,7 @@ class _Run:
         # Drop log lines written after the checkpoint (and a line torn by the crash): they will be
         # written again, identically.
         log = self.run_dir / "metrics.jsonl"
-        if log.exists():
+        if log.exists() and self.ranks.main:
             keep = [ln for ln in log.read_text().splitlines() if _step_of(ln) is not None and _step_of(ln) <= self.step]
             ckpt.atomic_replace(log, lambda p: p.write_text("".join(ln + "\n" for ln in keep)))
 
@@ -370,7 +404,8 @@ class _Run:
             self._agreement_windows = agreement_windows(self.task, self.data.test, self.data.enc,
                                                         self.config.train.context)
         metrics = evaluate_run(self.config, self.task, self.data, self.model, self.device, limit=limit,
-                               windows=self.windows, agreement=self._agreement_windows)
+                               windows=self.windows, agreement=self._agreement_windows) if self.ranks.main else None
+        metrics = distributed.from_main(metrics, self.ranks)  # rank 0 evaluates; the others wait for its result
         self.model.train()
         entry = {"step": self.step, "tokens": self.tokens_seen, "epoch": round(self.windows.epochs(self.position), 4),
                  "metrics": metrics, "eval_seconds": round(time.time() - t0, 2), "final": final}
@@ -384,6 +419,8 @@ class _Run:
                                                     (self.best or {}).get("metrics", {}).get(self.selection),
                                                     self.task.direction):
             self.best = chosen
+        if not self.ranks.main:
+            return metrics
         ckpt.write_json(self.run_dir / "eval.json", {
             "step": self.step, "metrics": metrics, "final": final, "objective": objective,
             "direction": self.task.direction, "selection": "valid" if self.data.valid else "test",
@@ -414,17 +451,21 @@ class _Run:
         self.weights = finetune.loss_weights_at(self.config.model, tc, self.step)  # the step's per-head weights
         seqs = tc.seqs_per_step
         micro = tc.micro_batch or seqs
-        chunks = [min(micro, seqs - i) for i in range(0, seqs, micro)]
+        chunks = [min(micro, seqs - i) for i in range(0, seqs, micro)]  # global micro-batches (all ranks together)
         per_head = {"loss": [], "acc": []} if log else {"loss": []}
         for size in chunks:
             tokens, mask = self.windows.batch(self.position, size)
-            window = torch.from_numpy(tokens).to(self.device, non_blocking=True)
-            mask = torch.from_numpy(mask).to(self.device, non_blocking=True) if mask is not None else None
+            # Each head's loss is a mean over the whole micro-batch's targets; a rank trains on its rows of it.
+            counts = distributed.target_counts(mask, size, tokens.shape[1], self.config.model.n)
+            rows = distributed.shard(size, self.ranks)
+            window = torch.from_numpy(tokens[rows]).to(self.device, non_blocking=True)
+            mask = torch.from_numpy(mask[rows]).to(self.device, non_blocking=True) if mask is not None else None
             self.position += size
             stats = sequential_backward(self.model, window, mask, scale=size / seqs, autocast=self.autocast,
-                                        track_accuracy=log, eot=self.eot, weights=self.weights)
+                                        track_accuracy=log, eot=self.eot, weights=self.weights, counts=counts)
             for key in per_head:
                 per_head[key].append(torch.stack(stats[key]) * (size / seqs))
+        distributed.all_reduce_gradients(self.model.parameters(), self.ranks)  # the global batch's gradient
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
         finite = torch.isfinite(grad_norm) & torch.isfinite(torch.stack(per_head["loss"]).sum())
         self.optimizer.step()
@@ -433,7 +474,9 @@ class _Run:
         self._bad_step = torch.where((self._bad_step == 0) & ~finite, self.step, self._bad_step)
         if not log:  # no host sync on steps that do not log
             return {}
-        loss, acc = (torch.stack(per_head[k]).sum(0).tolist() for k in ("loss", "acc"))
+        # (2, n): this rank's shares of the per-head loss and accuracy, summed over the ranks
+        loss, acc = distributed.all_reduce_sum(torch.stack([torch.stack(per_head[k]).sum(0) for k in ("loss", "acc")]),
+                                               self.ranks).tolist()
         return {"lr": lr, "loss": loss, "acc": acc, "grad_norm": float(grad_norm)}
 
     def check_finite(self) -> None:
@@ -455,8 +498,9 @@ class _Run:
             row["loss_weights"] = list(weights)
         for i, (l, a) in enumerate(zip(out["loss"], out["acc"]), start=1):
             row[f"loss/head={i}"], row[f"acc/head={i}"] = l, a
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if self.ranks.main:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
         return row
 
     def loop(self) -> None:
@@ -503,7 +547,8 @@ class _Run:
                 self.finished = last
                 t_last, tok_last = time.time(), self.tokens_seen  # eval time and the tokens before it are not a rate
             if self.step % self.ckpt_every == 0 or last or evaluated:
-                ckpt.save_checkpoint(self.run_dir, self._state())
+                if self.ranks.main:
+                    ckpt.save_checkpoint(self.run_dir, self._state())
                 self._saved_step = self.step
 
 
@@ -556,36 +601,53 @@ def resume(run_dir: str | Path, *, quiet: bool = False, on_eval=None, rebuild: b
 
 
 def _train(config: RunConfig | None, run_dir: Path, *, resume: bool, quiet: bool, on_eval, rebuild: bool) -> dict:
+    ranks = Ranks.from_env()  # one process, or this one's place in a torchrun job (lab.distributed)
     if resume:
         config = ckpt.read_config(run_dir, registry.get)
-        if not (run_dir / ckpt.CHECKPOINT).exists():
-            # Killed before its first checkpoint: start again from step 0 with the same config, and
-            # the log and evals afresh (the steps they hold are trained again).
-            resume = False
-            for name in ("metrics.jsonl", "eval.json"):
-                (run_dir / name).unlink(missing_ok=True)
     elif (run_dir / "config.json").exists() or (run_dir / ckpt.CHECKPOINT).exists():
         raise UserError(f"{run_dir} already holds a run; use --resume to continue it or choose another --out")
     elif run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--out {run_dir} exists and is not a folder")
+    distributed.check_batch(config.train, ranks.world)
+    device = distributed.place(select_device(config.train.device), ranks)
+    with distributed.process_group(ranks, device):
+        summary = _train_ranks(config, run_dir, resume=resume, quiet=quiet or not ranks.main, on_eval=on_eval,
+                               rebuild=rebuild, ranks=ranks, device=device)
+        distributed.barrier(ranks)  # the job ends when rank 0 has written everything
+    return summary
+
+
+def _train_ranks(config: RunConfig, run_dir: Path, *, resume: bool, quiet: bool, on_eval, rebuild: bool,
+                 ranks: Ranks, device: torch.device) -> dict:
+    """The run, in each of its processes (one unless under torchrun)."""
+    if resume and not (run_dir / ckpt.CHECKPOINT).exists():
+        # Killed before its first checkpoint: start again from step 0 with the same config, and
+        # the log and evals afresh (the steps they hold are trained again).
+        resume = False
+        distributed.barrier(ranks)  # every rank has seen that there is no checkpoint before rank 0 clears the log
+        for name in ("metrics.jsonl", "eval.json"):
+            if ranks.main:
+                (run_dir / name).unlink(missing_ok=True)
     t0 = time.time()
-    r = _Run(config, run_dir, resume=resume, quiet=quiet, rebuild=rebuild)
-    r.on_eval = on_eval
+    r = _Run(config, run_dir, resume=resume, quiet=quiet, rebuild=rebuild, ranks=ranks, device=device)
+    r.on_eval = on_eval if ranks.main else None
     if not quiet:
         c = r.counts
         print(f"model: {config.model.size} d_model={config.model.d_model} layers={config.model.layers} "
               f"(trunk {config.model.trunk_layers} + {config.model.n} {config.model.head_kind} heads) | "
-              f"parameters: {c['total']:,} total, {c['non_embedding']:,} non-embedding | device {r.device} | "
+              f"parameters: {c['total']:,} total, {c['non_embedding']:,} non-embedding | device {r.device}"
+              f"{f' x {ranks.world} processes' if ranks.world > 1 else ''} | "
               f"{r.total} steps x {config.train.seqs_per_step * config.train.context:,} tokens", flush=True)
         if r.source:
             print(f"init from {r.source.run_dir} (step {r.source.step}, n={r.source.n}): {config.model.n - r.source.n} "
                   f"heads added ({config.train.init_heads}); frozen: {','.join(sorted(config.train.frozen)) or 'none'}",
                   flush=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not (run_dir / "config.json").exists():
+    if ranks.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if ranks.main and not (run_dir / "config.json").exists():
         data = config.to_dict()
         data["meta"] = {"env": ckpt.environment(), "params": r.counts, "dataset": str(r.data.path),
-                        "vocab_size": r.model.config.vocab_size}
+                        "vocab_size": r.model.config.vocab_size, "processes": ranks.world}
         if r.source:  # where the run's weights came from (train.init_from as given is in data["train"])
             data["meta"]["init_from"] = r.source.meta()
         ckpt.write_json(run_dir / "config.json", data)
@@ -597,4 +659,5 @@ def _train(config: RunConfig | None, run_dir: Path, *, resume: bool, quiet: bool
         "best_by_test": r.best_by_test, "milestones": r.task.milestones(r.history), "selection": r.selection,
         "objective": r.task.objective, "direction": r.task.direction, "params": r.counts,
         "device": str(r.device), "wall_seconds": round(time.time() - t0, 2), "run_dir": str(run_dir),
+        "rank": ranks.rank, "processes": ranks.world,
     }

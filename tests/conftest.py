@@ -46,3 +46,14 @@ def crash_at(monkeypatch):
         return lambda: monkeypatch.setattr(train._Run, "train_step", original)
 
     return arm
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a test module: tiny models gain nothing from threads, and on a busy machine their spin-waits cost seconds."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
