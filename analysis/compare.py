@@ -34,6 +34,7 @@ from __future__ import annotations
 import glob
 import json
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,21 +179,21 @@ def draw_compare(frame: pd.DataFrame, out, *, title: str = "") -> list[Path]:
 
     groups = list(dict.fromkeys(frame["group"]))
     with _style():
-        fig = Figure(figsize=(7.0, 0.55 * len(groups) + 1.4))
+        fig = Figure(figsize=(9.0, 0.5 * len(groups) + 1.8))
         ax = fig.subplots()
         for y, g in enumerate(groups):
             values = frame[frame["group"] == g]["value"] * 100
             mean, lo, hi, _ = mean_interval(values)
-            ax.scatter(values, [y] * len(values), s=22, color="0.55", zorder=2)
             if not math.isnan(lo):
-                ax.plot([lo, hi], [y, y], color="C0", lw=2.2, zorder=3)
-            ax.scatter([mean], [y], s=60, marker="D", color="C0", zorder=4)
+                ax.plot([lo, hi], [y, y], color="C0", lw=2.2, zorder=2)
+            ax.scatter([mean], [y], s=55, marker="D", color="C0", zorder=3)
+            ax.scatter(values, [y] * len(values), s=20, color="0.35", zorder=4)
         ax.set_yticks(range(len(groups)), groups)
         ax.invert_yaxis()
         metrics = list(dict.fromkeys(frame["metric"]))
-        ax.set_xlabel(f"{' / '.join(metrics)} (%): runs (grey), mean and 95% t-interval (blue)")
+        ax.set_xlabel(f"{' / '.join(metrics)} (%)\nruns (grey), mean (diamond) and its 95% t-interval", fontsize=9)
         if title:
-            ax.set_title(title, fontsize=11)
+            ax.set_title(textwrap.fill(title, 80), fontsize=10.5)
         fig.tight_layout()
         out = Path(out)
         written = [out.with_suffix(".png"), out.with_suffix(".pdf"), out.with_suffix(".csv")]
