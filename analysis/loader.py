@@ -392,7 +392,7 @@ def task_meta(task: str, trials: list[dict]) -> TaskMeta | None:
     Example:
         >>> task_meta("polyarith", [{"task": "polyarith", "config": {"task": {"train_max_ops": 4}}}]).ood[:2]
         (5, 6)
-        >>> task_meta("copy", [{"task": "copy"}]) is None
+        >>> task_meta("not-installed", [{"task": "not-installed"}]) is None
         True
     """
     from generators import registry

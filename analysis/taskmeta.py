@@ -24,10 +24,19 @@ from dataclasses import dataclass
 import pandas as pd
 
 SLICE = re.compile(r"^(?P<prefix>.+)=(?P<value>-?\d+)$")
-# The built-in tasks' labels until their modules declare Task.title/difficulty (their code is part of their
-# dataset cache key, so that edit waits for a quiet moment).
-_BUILTIN = {"polyarith": ("Polynomial arithmetic", "number of operations m"), "induction": ("Induction", "")}
 _PAPER_TRAIN_OPS = 5  # polyarith's (and the paper's) default train_max_ops, for studies that did not record it
+
+
+def _declared(name: str) -> tuple[str, str]:
+    """The registered task's declared ``title`` and ``difficulty`` ("" for a task not installed here)."""
+    from generators import registry
+    from lab.errors import UserError
+
+    try:
+        cls = registry.get(name)
+    except UserError:
+        return "", ""
+    return getattr(cls, "title", ""), getattr(cls, "difficulty", "")
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,7 @@ class TaskMeta:
             >>> TaskMeta.of("polyarith", ("accuracy/ops=1",), ("accuracy/ops=2",)).title
             'Polynomial arithmetic'
         """
-        builtin_title, builtin_axis = _BUILTIN.get(name, ("", ""))
+        builtin_title, builtin_axis = ("", "") if title else _declared(name)
         found = {part: [SLICE.match(str(m)) for m in metrics] for part, metrics in (("in", in_domain), ("ood", ood))}
         prefixes = {m["prefix"] for ms in found.values() for m in ms if m}
         prefix = prefixes.pop() if len(prefixes) == 1 else ""

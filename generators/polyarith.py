@@ -353,6 +353,8 @@ class PolyArith(Task):
     """
 
     name = "polyarith"
+    title = "Polynomial arithmetic"  # the figures' titles and difficulty axis (analysis.taskmeta)
+    difficulty = "number of operations m"
     Config = PolyArithConfig
     objective = "accuracy/in_domain"
     direction = "maximize"

@@ -83,6 +83,9 @@ class Task:
         difficulty: the difficulty axis in words, e.g. ``"string length"``
             (default: the slice key, ``length``).
         description: one line for ``mtplab tasks``.
+        decode_mode: ``mtplab bench decode``'s default workload: ``"answers"``
+            (each test prompt's answer, for short-answer tasks) or
+            ``"continue"`` (long continuations of held-out documents).
     """
 
     name: ClassVar[str]
@@ -94,6 +97,7 @@ class Task:
     description: ClassVar[str] = ""
     title: ClassVar[str] = ""
     difficulty: ClassVar[str] = ""
+    decode_mode: ClassVar[str] = "answers"
     # A task that also builds "valid" (disjoint from train and test) gets checkpoints and learning
     # rates chosen on it: the trainer scores it beside test, as ``valid/<metric>``.
     splits: ClassVar[tuple[str, ...]] = ("train", "test")

@@ -166,6 +166,8 @@ class InductionTask(Task):
     """Copy a character's name: induction success of the next-token head (paper §4.1)."""
 
     name = "induction"
+    title = "Induction"  # figure titles (analysis.taskmeta); no difficulty slices
+    decode_mode = "continue"  # bench decode: continuations of held-out stories, where drafting can pay
     Config = InductionConfig
     objective = "induction_success"
     direction = "maximize"
