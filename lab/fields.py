@@ -41,8 +41,22 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     Example:
         >>> coerce("yes", bool, "train.compile"), coerce("2_000", int, "train.steps"), coerce("1,2", tuple[float, ...], "w")
         (True, 2000, (1.0, 2.0))
+        >>> coerce(None, dict[str, Any], "fixed")
+        {}
+        >>> coerce([1], dict, "grid")
+        Traceback (most recent call last):
+        ...
+        lab.errors.UserError: grid: expected a mapping, got [1]
     """
     origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if tp is dict or origin is dict:  # a mapping read as is (an absent or empty YAML section is {})
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
@@ -93,10 +107,12 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def build_dataclass(cls: type, values: dict[str, Any], where: str):
+def build_dataclass(cls: type, values: dict[str, Any], where: str, *, what: str = "config key"):
     """Instantiate dataclass ``cls`` from a dict, checking names and types.
 
-    Unknown keys and badly typed values raise a UserError naming the key.
+    Unknown keys and badly typed values raise a UserError naming the key
+    (``where.key``, or the bare key when ``where`` is ""; ``what`` is the noun
+    the error uses for a key).
 
     Example:
         >>> from lab.config import TrainConfig
@@ -111,9 +127,10 @@ def build_dataclass(cls: type, values: dict[str, Any], where: str):
     known = {f.name for f in fields(cls) if f.init}
     kwargs = {}
     for key, value in values.items():
+        name = f"{where}.{key}" if where else str(key)
         if key not in known:
-            raise UserError(f"unknown config key '{where}.{key}'; known keys: {', '.join(sorted(known))}")
-        kwargs[key] = coerce(value, hints[key], f"{where}.{key}")
+            raise UserError(f"unknown {what} '{name}'; known keys: {', '.join(sorted(known))}")
+        kwargs[key] = coerce(value, hints[key], name)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:

@@ -42,21 +42,64 @@ import itertools
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from lab.errors import UserError
+from lab.fields import build_dataclass
 from lab.shorthands import BUDGET, SHORTHANDS, expand
 
 # `budget:` keys -> train fields (the training budget and what sets its scale); `grid:`, `fixed:` and
 # `search.space:` take every short name of the one table (lab/shorthands.py) or a dotted key.
 BUDGET_KEYS = {name: SHORTHANDS[name] for name in BUDGET}
-TOP_KEYS = ("description", "study", "task", "grid", "budget", "fixed", "objective", "direction", "storage",
-            "search", "max_retries", "heartbeat_seconds", "grace_seconds")
-SEARCH_KEYS = ("trials", "sampler", "seed", "space")
 SAMPLERS = ("tpe", "random")
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class SearchSection:
+    """``search:`` as written: trials per cell, Optuna's sampler and its seed, and the space."""
+
+    trials: int | None = None  # required with a space; 1 without
+    sampler: str = "tpe"
+    seed: int = 0
+    space: dict[str, Any] = field(default_factory=dict)  # dotted key -> {low, high, log, int} or {choices}
+
+
+@dataclass(frozen=True)
+class SpecFile:
+    """A spec file's top-level keys as written, typed by the config builder (:func:`lab.fields.build_dataclass`).
+
+    The same builder reads run configs: unknown keys and wrong types are refused
+    the same way. The sections that hold config keys (``grid``, ``budget``,
+    ``fixed``, ``search.space``) are then typed key by key against the run
+    config's dataclasses, and the cross-field checks run on the result
+    (:func:`load_spec`).
+
+    Example:
+        >>> from lab.fields import build_dataclass
+        >>> build_dataclass(SpecFile, {"task": "polyarith", "grid": {"n": [1]}}, "").max_retries
+        2
+    """
+
+    task: Any = None  # a name, or {name: ..., <task field>: value, ...}
+    grid: dict[str, Any] = field(default_factory=dict)
+    description: str | None = None
+    study: str | None = None  # default: the file's stem
+    budget: dict[str, Any] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
+    objective: str | None = None  # default: the task's own
+    direction: str | None = None
+    storage: str | None = None  # default: runs/<study>/journal.log
+    search: dict[str, Any] = field(default_factory=dict)
+    max_retries: int = 2  # a cell that fails is tried at most 1 + max_retries times
+    heartbeat_seconds: int = 10  # how often a running trial says it is alive
+    grace_seconds: int = 120  # a running trial silent for this long is stale and retried
+
+
+TOP_KEYS = tuple(f.name for f in fields(SpecFile))
+SEARCH_KEYS = tuple(f.name for f in fields(SearchSection))
 
 
 @dataclass(frozen=True)
@@ -252,7 +295,6 @@ def _typed(task: str, key: str, value, fail, where: str):
     """
     from generators import registry
     from lab.config import ModelConfig, TrainConfig
-    from lab.fields import build_dataclass
 
     section, _, name = key.partition(".")
     cls = {"task": registry.get(task).Config, "model": ModelConfig, "train": TrainConfig}[section]
@@ -307,18 +349,19 @@ def load_spec(path: str | Path, *, study: str | None = None) -> SweepSpec:
         raise UserError(f"{where_file}: cannot read ({e})") from None
     if not isinstance(raw, dict):
         fail("", "a spec must be a YAML mapping with at least `task:` and `grid:`")
-    for key in raw:
-        if key not in TOP_KEYS:
-            fail(str(key), f"unknown key '{key}'; known keys: {', '.join(TOP_KEYS)}")
+    try:
+        top = build_dataclass(SpecFile, raw, "", what="key")
+        search_sec = build_dataclass(SearchSection, top.search, "search", what="key")
+    except UserError as e:
+        fail("", str(e))
 
     # task (name + arguments)
-    task_raw = raw.get("task")
     task_args: dict[str, Any] = {}
-    if isinstance(task_raw, dict):
-        task_args = dict(task_raw)
+    if isinstance(top.task, dict):
+        task_args = dict(top.task)
         name = task_args.pop("name", None)
     else:
-        name = task_raw
+        name = top.task
     if not isinstance(name, str) or not name:
         fail("task", "name the task, e.g. `task: polyarith` or `task: {name: polyarith, test_per_op: 200}`")
     from generators import registry
@@ -341,23 +384,17 @@ def load_spec(path: str | Path, *, study: str | None = None) -> SweepSpec:
 
     for k, v in task_args.items():
         put(_dotted(f"task.{k}", "task", fail), v, f"task.{k}")
-    budget = raw.get("budget") or {}
-    if not isinstance(budget, dict):
-        fail("budget", f"expected a mapping like {{tokens: 4e6, batch_tokens: 8192}}, got {budget!r}")
-    for k, v in budget.items():
+    for k, v in top.budget.items():
         if k not in BUDGET_KEYS:
             fail(f"budget.{k}", f"unknown key '{k}'; budget takes {', '.join(BUDGET_KEYS)} "
                                 f"(put other fields under fixed: as train.<field>)")
         put(BUDGET_KEYS[k], v, f"budget.{k}")
-    fixed_raw = raw.get("fixed") or {}
-    if not isinstance(fixed_raw, dict):
-        fail("fixed", f"expected a mapping of dotted keys, got {fixed_raw!r}")
-    for k, v in fixed_raw.items():
+    for k, v in top.fixed.items():
         put(_dotted(k, "fixed", fail), v, f"fixed.{k}")
 
     # grid
-    grid_raw = raw.get("grid")
-    if not isinstance(grid_raw, dict) or not grid_raw:
+    grid_raw = top.grid
+    if not grid_raw:
         fail("grid", "expected a mapping of config keys to value lists, e.g. {n: [1, 2, 4], size: [1M]}")
     grid: dict[str, list] = {}
     for k, values in grid_raw.items():
@@ -387,10 +424,8 @@ def load_spec(path: str | Path, *, study: str | None = None) -> SweepSpec:
 
     # objective / direction
     task_cls = registry.get(name)
-    objective = raw.get("objective") or task_cls.objective
-    if not isinstance(objective, str):
-        fail("objective", f"expected a metric name, got {objective!r}")
-    direction = raw.get("direction")
+    objective = top.objective or task_cls.objective
+    direction = top.direction
     if direction is None:
         if objective != task_cls.objective:
             fail("direction", f"objective '{objective}' is not {name}'s default ({task_cls.objective}); "
@@ -400,14 +435,8 @@ def load_spec(path: str | Path, *, study: str | None = None) -> SweepSpec:
         fail("direction", f"expected maximize or minimize, got {direction!r}")
 
     # search space
-    search_raw = raw.get("search") or {}
-    if not isinstance(search_raw, dict):
-        fail("search", "expected a mapping with trials: and space:")
-    for k in search_raw:
-        if k not in SEARCH_KEYS:
-            fail(f"search.{k}", f"unknown key '{k}'; search takes {', '.join(SEARCH_KEYS)}")
     search: list[SearchParam] = []
-    for k, d in (search_raw.get("space") or {}).items():
+    for k, d in search_sec.space.items():
         key = _dotted(k, "search.space", fail)
         where = f"search.space.{k}"
         if key in grid or key in fixed:
@@ -440,43 +469,34 @@ def load_spec(path: str | Path, *, study: str | None = None) -> SweepSpec:
                 _typed(name, key, int(bound) if is_int else bound, fail, where)
             param = SearchParam(key, "int" if is_int else "float", low, high, log)
         search.append(param)
-    trials = search_raw.get("trials", 1 if not search else None)
+    trials = search_sec.trials if search_sec.trials is not None else (None if search else 1)
     if trials is None:
         fail("search.trials", "say how many trials per cell the sampler gets, e.g. trials: 4")
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+    if trials < 1:
         fail("search.trials", f"expected a positive integer, got {trials!r}")
     if trials > 1 and not search:
         fail("search.trials", "several trials per cell need a search space (search.space)")
-    sampler = search_raw.get("sampler", "tpe")
-    if sampler not in SAMPLERS:
-        fail("search.sampler", f"unknown sampler {sampler!r}; choose {' or '.join(SAMPLERS)}")
-    sampler_seed = search_raw.get("seed", 0)
-    if isinstance(sampler_seed, bool) or not isinstance(sampler_seed, int):
-        fail("search.seed", f"expected an integer, got {sampler_seed!r}")
+    if search_sec.sampler not in SAMPLERS:
+        fail("search.sampler", f"unknown sampler {search_sec.sampler!r}; choose {' or '.join(SAMPLERS)}")
 
     # storage, study, retries
-    storage = raw.get("storage")
-    if storage is not None and (not isinstance(storage, str) or not storage.strip()):
+    storage = top.storage
+    if storage is not None and not storage.strip():
         fail("storage", f"expected a URL (postgresql://...) or a file path, got {storage!r}")
-    study_name = study or raw.get("study") or p.stem
-    if not isinstance(study_name, str) or not STUDY_NAME.match(study_name):
+    study_name = study or top.study or p.stem
+    if not STUDY_NAME.match(study_name):
         fail("study", f"bad study name {study_name!r}: letters, digits, '.', '_' and '-' only")
-    ints = {}
-    for k, default, low in (("max_retries", 2, 0), ("heartbeat_seconds", 10, 1), ("grace_seconds", 120, 2)):
-        v = raw.get(k, default)
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            fail(k, f"expected an integer >= {low}, got {v!r}")
-        ints[k] = v
-    if ints["grace_seconds"] <= ints["heartbeat_seconds"]:
-        fail("grace_seconds", f"must exceed heartbeat_seconds ({ints['heartbeat_seconds']})")
-    description = raw.get("description") or ""
-    if not isinstance(description, str):
-        fail("description", "expected a string")
+    for k, low in (("max_retries", 0), ("heartbeat_seconds", 1), ("grace_seconds", 2)):
+        if getattr(top, k) < low:
+            fail(k, f"expected an integer >= {low}, got {getattr(top, k)!r}")
+    if top.grace_seconds <= top.heartbeat_seconds:
+        fail("grace_seconds", f"must exceed heartbeat_seconds ({top.heartbeat_seconds})")
 
     spec = SweepSpec(
         path=str(p), study=study_name, task=name, grid=grid, fixed=fixed, objective=objective,
-        direction=direction, description=description.strip(), storage=storage, search=tuple(search),
-        trials=trials, sampler=sampler, sampler_seed=sampler_seed, short_names=short_names(list(grid)), **ints)
+        direction=direction, description=(top.description or "").strip(), storage=storage, search=tuple(search),
+        trials=trials, sampler=search_sec.sampler, sampler_seed=search_sec.seed, short_names=short_names(list(grid)),
+        max_retries=top.max_retries, heartbeat_seconds=top.heartbeat_seconds, grace_seconds=top.grace_seconds)
 
     # every cell must build (combinations: n vs layers, batch vs context, ...)
     from lab.config import build_run_config

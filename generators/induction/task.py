@@ -156,9 +156,23 @@ def validate(cfg: InductionConfig) -> InductionConfig:
     return cfg
 
 
-def _fingerprint(train: list[dict]) -> tuple:
-    """Cheap identity of a training split (to know which tokenizer belongs to it)."""
-    return (len(train), train[0]["text"] if train else "", train[-1]["text"] if train else "")
+@dataclass
+class _Corpus:
+    """One data seed's training side, from which its test and validation splits are derived.
+
+    Filled in data-flow order: the training records (and, from a stories
+    file, the stories held out for test and validation) first; then, only
+    when a tokenizer or a renamed split is asked for, the pre-token counts and
+    the tokenizer trained on them. The renamed splits need the tokenizer (a
+    test name must be exactly two tokens of it), so ``build("test")`` builds
+    it through here whatever order the caller uses.
+    """
+
+    train: list[dict]
+    held_out: list[str]  # a stories file's held-out stories (even: test, odd: valid); [] when generated
+    words: dict | None = None  # pre-token counts of the training text (DEFAULT_PAT)
+    enc: tiktoken.Encoding | None = None
+    name_tokens: set[int] | None = None  # tokens of the training text (require_name_tokens_in_train only)
 
 
 @register
@@ -179,12 +193,8 @@ class InductionTask(Task):
 
     def __init__(self, config: InductionConfig):
         super().__init__(validate(config))
-        self._train: dict[int, list[dict]] = {}  # seed -> training records
-        self._held_out: dict[int, list[str]] = {}  # seed -> test candidates from a stories file
-        self._file: list[str] | None = None
-        self._enc: tiktoken.Encoding | None = None
-        self._enc_for: tuple | None = None  # fingerprint of the training split the tokenizer was made from
-        self._counts: dict[tuple, object] = {}  # (fingerprint, pattern) -> pre-token counts
+        self._file: list[str] | None = None  # the stories file's stories, read once
+        self._corpora: dict[int, _Corpus] = {}  # data seed -> its training side (see _Corpus)
 
     # ---- data ----
 
@@ -197,7 +207,7 @@ class InductionTask(Task):
             ['names', 'text']
         """
         if split == "train":
-            return self._train_split(seed)
+            return self._corpus(seed).train
         if split in ("test", "valid"):
             return self._renamed_split(seed, split)
         raise UserError(f"task induction has splits train, valid and test, not '{split}'")
@@ -216,9 +226,10 @@ class InductionTask(Task):
             self._file = read_stories_file(self.config.stories_file)
         return self._file
 
-    def _train_split(self, seed: int) -> list[dict]:
-        if seed in self._train:
-            return self._train[seed]
+    def _corpus(self, seed: int) -> _Corpus:
+        """The seed's training records (and held-out file stories), built once."""
+        if seed in self._corpora:
+            return self._corpora[seed]
         cfg = self.config
         if cfg.stories_file:
             stories = self._stories_file()
@@ -230,11 +241,23 @@ class InductionTask(Task):
                 raise UserError(f"{cfg.stories_file}: no stories left for training after holding out the test candidates; "
                                 "use a larger file or fewer test_stories")
             names = name_list()
-            train = [{"text": t, "names": find_names(t, names)} for t in texts]
+            corpus = _Corpus([{"text": t, "names": find_names(t, names)} for t in texts], [stories[i] for i in sorted(held)])
         else:
-            train = generate_records(seed, cfg.train_stories, cfg.min_words, cfg.max_words)
-        self._train[seed] = train
-        return train
+            corpus = _Corpus(generate_records(seed, cfg.train_stories, cfg.min_words, cfg.max_words), [])
+        self._corpora[seed] = corpus
+        return corpus
+
+    def _tokenized(self, seed: int) -> _Corpus:
+        """The seed's corpus with its pre-token counts and tokenizer (trained once)."""
+        corpus = self._corpus(seed)
+        if corpus.enc is None:
+            corpus.words = count_words((r["text"] for r in corpus.train), DEFAULT_PAT)
+            corpus.enc = self._train_tokenizer(corpus.words)
+            if self.config.require_name_tokens_in_train:
+                same_split = corpus.enc._pat_str == DEFAULT_PAT
+                words = corpus.words if same_split else count_words((r["text"] for r in corpus.train), corpus.enc._pat_str)
+                corpus.name_tokens = tokens_used(words, corpus.enc)
+        return corpus
 
     def _split_file(self, stories: list[str], seed: int) -> set[int]:
         """Indices of a file's stories held out as test candidates (stories with a name mentioned twice)."""
@@ -249,66 +272,44 @@ class InductionTask(Task):
                             f"list) at least twice, fewer than test_stories + valid_stories = {want}; "
                             "use a larger file or fewer test/valid stories")
         n_held = min(len(eligible), max(2 * want, want + 40))
-        held = sorted(rng.sample(eligible, n_held))
-        self._held_out[seed] = [stories[i] for i in held]
-        return set(held)
+        return set(rng.sample(eligible, n_held))
 
     # ---- tokenizer ----
 
     def make_tokenizer(self, train: list[dict]) -> tiktoken.Encoding:
         """The tokenizer: a byte-level BPE trained on ``train``, or cl100k (``tokenizer: cl100k``).
 
-        Example:
-            >>> t = InductionTask(InductionConfig(train_stories=50, vocab_size=300))
-            >>> t.make_tokenizer(t.build("train", 0)).n_vocab
-            300
-        """
-        fp = _fingerprint(train)
-        if self._enc is not None and self._enc_for == fp:
-            return self._enc
-        if self.config.tokenizer == "cl100k":
-            enc = cl100k_encoding()
-        else:
-            enc = train_bpe(self._word_counts(train, DEFAULT_PAT), self.config.vocab_size, name=f"stories-bpe-{self.config.vocab_size}")
-        self._enc, self._enc_for = enc, fp
-        return enc
-
-    def use_tokenizer(self, enc: tiktoken.Encoding, train: list[dict]) -> None:
-        """Adopt an encoding made earlier for ``train`` (e.g. reloaded from the dataset cache).
-
-        Then ``build("test")`` uses it instead of training the BPE again.
+        ``train`` is normally what ``build("train", seed)`` returned: its
+        tokenizer is trained once and shared with the renamed splits. Any other
+        list gets a tokenizer of its own.
 
         Example:
             >>> t = InductionTask(InductionConfig(train_stories=50, vocab_size=300))
             >>> train = t.build("train", 0)
-            >>> enc = t.make_tokenizer(train)
-            >>> t2 = InductionTask(t.config); t2.use_tokenizer(enc, t2.build("train", 0))
-            >>> t2.make_tokenizer(t2.build("train", 0)) is enc
-            True
+            >>> t.make_tokenizer(train).n_vocab, t.make_tokenizer(train) is t.make_tokenizer(train)
+            (300, True)
         """
-        self._enc, self._enc_for = enc, _fingerprint(train)
+        for seed, corpus in self._corpora.items():
+            if corpus.train is train:
+                return self._tokenized(seed).enc
+        return self._train_tokenizer(count_words((r["text"] for r in train), DEFAULT_PAT))
 
-    def _word_counts(self, train: list[dict], pat_str: str):
-        key = (_fingerprint(train), pat_str)
-        if key not in self._counts:
-            self._counts[key] = count_words((r["text"] for r in train), pat_str)
-        return self._counts[key]
+    def _train_tokenizer(self, words: dict) -> tiktoken.Encoding:
+        if self.config.tokenizer == "cl100k":
+            return cl100k_encoding()
+        return train_bpe(words, self.config.vocab_size, name=f"stories-bpe-{self.config.vocab_size}")
 
     # ---- test and validation sets ----
 
-    def _pool(self, seed: int, split: str) -> tuple[list[str], dict]:
+    def _pool(self, corpus: _Corpus, seed: int, split: str) -> tuple[list[str], dict]:
         """Made-up two-token names for ``split``: validation names never equal test or training names."""
-        cfg = self.config
-        train = self._train_split(seed)
-        enc = self.make_tokenizer(train)
-        counts = self._word_counts(train, DEFAULT_PAT)
-        train_words = {w.strip().lower() for w in counts if w.strip().isalpha()}
+        cfg, enc = self.config, corpus.enc
+        train_words = {w.strip().lower() for w in corpus.words if w.strip().isalpha()}
         forbidden = {n.lower() for n in name_list()} | train_words
-        train_tokens = tokens_used(self._word_counts(train, enc._pat_str), enc) if cfg.require_name_tokens_in_train else None
-        pool = name_pool(enc, forbidden, seed, NAME_POOL, train_tokens=train_tokens)
+        pool = name_pool(enc, forbidden, seed, NAME_POOL, train_tokens=corpus.name_tokens)
         if split == "valid":  # drawn apart, with every test name forbidden
             forbidden = forbidden | {n.lower() for n in pool}
-            pool = name_pool(enc, forbidden, seed, NAME_POOL, train_tokens=train_tokens, salt="valid-names")
+            pool = name_pool(enc, forbidden, seed, NAME_POOL, train_tokens=corpus.name_tokens, salt="valid-names")
         if len(pool) < MIN_NAME_POOL:
             what = f"vocab_size={cfg.vocab_size}" if cfg.tokenizer == "bpe" else f"tokenizer {cfg.tokenizer}"
             extra = " whose tokens all occur in training" if cfg.require_name_tokens_in_train else ""
@@ -325,11 +326,12 @@ class InductionTask(Task):
         """
         cfg = self.config
         want = cfg.test_stories if split == "test" else cfg.valid_stories
-        pool, splits = self._pool(seed, split)
-        enc = self.make_tokenizer(self._train_split(seed))
+        corpus = self._tokenized(seed)
+        pool, splits = self._pool(corpus, seed, split)
+        enc = corpus.enc
         rng = random.Random(f"{split}-names:{seed}")
         if cfg.stories_file:
-            held = self._held_out[seed][0 if split == "test" else 1::2]
+            held = corpus.held_out[0 if split == "test" else 1::2]
             candidates = ((s, find_names(s)) for s in held)
             limit = len(held)
         else:
