@@ -277,7 +277,7 @@ RUN_METRICS = ("loss/heldout", "loss/seen", "memorization_gap", "memorization_ga
 
 
 def evaluate_run(config: RunConfig, task, data, model, device, *, limit: int | None = None,
-                 windows: Windows | None = None, agreement=None) -> dict:
+                 windows: Windows | None = None, agreement=None, final: bool | None = None) -> dict:
     """The evaluation of a run: every eval during training and ``mtplab eval`` run exactly this.
 
     The task's metrics on test, and on validation as ``valid/<name>`` (tasks
@@ -286,8 +286,11 @@ def evaluate_run(config: RunConfig, task, data, model, device, *, limit: int | N
     memorization check (:func:`memorization`); at the final eval, the
     marginalization baseline (:func:`lab.marginal.future_accuracy` on held-out
     documents, ``train.marginal_positions``). ``limit`` caps the examples
-    per slice (None: all, as the final eval). ``windows`` and ``agreement``
-    are derived from the config and data when not given.
+    per slice (None: all, as the final eval). ``final`` says whether this is
+    the final eval (default: ``limit is None``; an intermediate eval with
+    ``train.eval_examples = 0`` also scores all examples but is not final,
+    and skips the costly baseline). ``windows`` and ``agreement`` are derived
+    from the config and data when not given.
     """
     metrics = task.evaluate(model, data.test, data.enc, device, limit=limit)
     if data.valid:
@@ -301,7 +304,9 @@ def evaluate_run(config: RunConfig, task, data, model, device, *, limit: int | N
         windows = run_windows(config, data)
     metrics.update(memorization(model, windows, device, autocast_for(device, config.train.dtype),
                                 document_eot(config, data)))
-    if limit is None and config.train.marginal_positions:  # the final eval: the marginalization baseline
+    if final is None:
+        final = limit is None
+    if final and config.train.marginal_positions:  # the final eval: the marginalization baseline
         docs, masks = document_windows(task, data.valid or data.test, data.enc, config.train.context)
         metrics.update(future_accuracy(model, docs, device, ks=(2, 3), mask=masks,
                                        max_positions=config.train.marginal_positions))
@@ -403,7 +408,7 @@ class _Run:
         if self.config.model.n > 1 and self._agreement_windows is None:  # tokenized once per run
             self._agreement_windows = agreement_windows(self.task, self.data.test, self.data.enc,
                                                         self.config.train.context)
-        metrics = evaluate_run(self.config, self.task, self.data, self.model, self.device, limit=limit,
+        metrics = evaluate_run(self.config, self.task, self.data, self.model, self.device, limit=limit, final=final,
                                windows=self.windows, agreement=self._agreement_windows) if self.ranks.main else None
         metrics = distributed.from_main(metrics, self.ranks)  # rank 0 evaluates; the others wait for its result
         self.model.train()

@@ -311,6 +311,9 @@ def test_eval_is_the_final_eval_and_leaves_eval_json_alone(tmp_path, capsys):
     assert "eval.json is not changed" in capsys.readouterr().out
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["step"] == 3 and again["metrics"] == pytest.approx(final)
+    # the marginalization baseline is the final eval's alone, even when intermediate evals score every example
+    history = json.loads((run / "eval.json").read_text())["history"]
+    assert len(history) > 1 and all((not h["final"]) == ("future_acc/k=2/marginal" not in h["metrics"]) for h in history)
     assert (run / "eval.json").read_bytes() == before
     # its outputs are checked before the evaluation runs
     (tmp_path / "file").write_text("x")
