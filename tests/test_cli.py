@@ -16,7 +16,7 @@ def test_tasks_lists_one_line_per_task(capsys):
 
 def test_generate_polyarith_test_split(tmp_path, capsys):
     out = tmp_path / "test.jsonl"
-    assert main(["generate", "polyarith", "--split", "test", "--set", "task.test_per_op=3", "--out", str(out)]) == 0
+    assert main(["generate", "polyarith", "--split", "test", "--set", "task.test_per_op=3", "--set", "task.train_examples=2000", "--out", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 30 and sorted({r["ops"] for r in rows}) == list(range(1, 11))
     for r in rows:
@@ -25,7 +25,7 @@ def test_generate_polyarith_test_split(tmp_path, capsys):
         assert list(evaluate_tree(r["expr"])) == r["result"]
     # same command, same bytes (deterministic)
     first = out.read_bytes()
-    assert main(["generate", "polyarith", "--split", "test", "--set", "task.test_per_op=3", "--out", str(out)]) == 0
+    assert main(["generate", "polyarith", "--split", "test", "--set", "task.test_per_op=3", "--set", "task.train_examples=2000", "--out", str(out)]) == 0
     assert out.read_bytes() == first
 
 
