@@ -17,11 +17,15 @@ RUN_EPILOG = """examples:
   mtplab sweep run sweeps/quickstart.yaml
   mtplab sweep run sweeps/arithmetic-cpu.yaml --workers 2
   mtplab sweep run sweeps/arithmetic.yaml --storage postgresql://me:pw@db-host/mtplab --workers 4 --gpus 0,1,2,3
+  mtplab sweep run sweeps/induction.yaml --gpus 0,1,2,3,4,5,6,7 --gpus-per-trial 2   # 4 trials of 2 GPUs
+  mtplab sweep run sweeps/quickstart.yaml --procs-per-trial 2                        # CPU: 2 processes (gloo)
   mtplab sweep run sweeps/quickstart.yaml --retry-failed
 
 Each grid cell is trained exactly once, however many workers or hosts run the
 same command against the same storage; a killed worker's cell is retried and
-resumes from its checkpoint. See sweeps/README.md."""
+resumes from its checkpoint. With --gpus-per-trial G (or --procs-per-trial P
+on the CPU) each trial is a torchrun job of G (P) processes, and worker i owns
+the GPUs gpus[i*G:(i+1)*G]. See sweeps/README.md."""
 
 STATUS_EPILOG = """examples:
   mtplab sweep status sweeps/quickstart.yaml
@@ -55,12 +59,13 @@ def cmd_run(args) -> int:
     from sweeps.spec import load_spec
     from sweeps.storage import resolve_storage
 
+    from sweeps.multiproc import plan_workers
+
     gpus = parse_gpus(args.gpus)
-    workers = args.workers if args.workers is not None else (len(gpus) or 1)
-    if workers < 1:
-        raise UserError(f"--workers must be at least 1, got {workers}")
+    plan = plan_workers(args.workers, gpus, gpus_per_trial=args.gpus_per_trial, procs_per_trial=args.procs_per_trial)
     spec = load_spec(args.spec, study=args.study)  # everything is validated before storage is touched
-    rc = run_sweep(spec, storage=args.storage, runs_root=Path(args.runs), workers=workers, gpus=gpus,
+    rc = run_sweep(spec, storage=args.storage, runs_root=Path(args.runs), workers=plan.workers, gpus=gpus,
+                   gpus_per_trial=args.gpus_per_trial, procs_per_trial=args.procs_per_trial,
                    retry_failed=args.retry_failed, out=lambda *a: print(*a, flush=True))
     print_results(spec, resolve_storage(args.storage, spec.storage, Path(args.runs), spec.study))
     if args.report:
@@ -157,6 +162,11 @@ def add_parser(sub, bench_sub) -> None:
     _common(r)
     r.add_argument("--workers", type=int, help="worker processes on this host (default 1, or one per --gpus id)")
     r.add_argument("--gpus", help="comma-separated GPU ids; worker i gets CUDA_VISIBLE_DEVICES=gpus[i %% len]")
+    r.add_argument("--gpus-per-trial", type=int, metavar="G",
+                   help="each trial a torchrun job on G GPUs: worker i owns gpus[i*G:(i+1)*G] (default --workers: "
+                        "number of GPUs / G; GPUs: --gpus, else every visible one)")
+    r.add_argument("--procs-per-trial", type=int, metavar="P",
+                   help="each trial a torchrun job of P CPU processes (gloo); --workers x P must fit the cores")
     r.add_argument("--no-report", dest="report", action="store_false",
                    help="do not write the figures and report at the end (mtplab report SPEC does it later)")
     r.add_argument("--retry-failed", action="store_true",

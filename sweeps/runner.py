@@ -33,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+from sweeps.multiproc import Plan, check_cells, plan_workers
 from sweeps.protocol import HOST, Worker, claim, reclaim_stale, queue_cells
 from sweeps.spec import Cell, SweepSpec, cells
 from sweeps.status import cells_not_done
@@ -41,11 +42,13 @@ from sweeps.study import open_study
 from sweeps.trial import finite, run_trial
 
 def worker_loop(spec: SweepSpec, url: str, runs_root: Path, *, index: int = 0, quiet: bool = True,
-                on_finish=None, log=None) -> dict:
+                on_finish=None, log=None, plan: Plan | None = None) -> dict:
     """One worker: claim, train, tell, until every cell is done or out of retries.
 
     ``on_finish(study, frozen_trial)`` is called after each trial. Returns
-    counts ``{"complete": ..., "failed": ...}`` of this worker's trials.
+    counts ``{"complete": ..., "failed": ...}`` of this worker's trials. A
+    ``plan`` of several processes per trial trains each cell as a torchrun
+    job (:mod:`sweeps.multiproc`).
 
     Example (``python -m sweeps.worker`` runs exactly this)::
 
@@ -75,19 +78,22 @@ def worker_loop(spec: SweepSpec, url: str, runs_root: Path, *, index: int = 0, q
         idle_said = False
         log(f"{worker.label}: trial {trial.number} {trial.user_attrs['run_key']} "
             f"(attempt {trial.user_attrs.get('attempt', 1)})")
-        frozen = run_trial(study, trial, spec, url, runs_root, worker, quiet=quiet)
+        frozen = run_trial(study, trial, spec, url, runs_root, worker, quiet=quiet, plan=plan)
         counts["complete" if frozen.state == TrialState.COMPLETE else "failed"] += 1
         if on_finish:
             on_finish(study, frozen)
 
 
-def _spawn(spec: SweepSpec, url: str, runs_root: Path, index: int, gpus: list[str], threads: int, logs: Path):
+def _spawn(spec: SweepSpec, url: str, runs_root: Path, index: int, plan: Plan, threads: int, logs: Path):
     cmd = [sys.executable, "-m", "sweeps.worker", str(Path(spec.path).resolve()), "--storage", url,
            "--study", spec.study, "--runs", str(Path(runs_root).resolve()), "--index", str(index),
            "--threads", str(threads)]
+    if plan.procs > 1:
+        cmd += ["--procs-per-trial", str(plan.procs), "--trial-threads", str(plan.threads)]
+        cmd += ["--hide-gpus"] if plan.hide_gpus else []
     env = dict(os.environ)
-    if gpus:
-        env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+    if plan.groups:
+        env["CUDA_VISIBLE_DEVICES"] = plan.groups[index]
     logs.mkdir(parents=True, exist_ok=True)
     log_file = open(logs / f"{HOST}-w{index}.log", "a")
     proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
@@ -167,46 +173,57 @@ class _Progress:
                 self(study, t)
 
 
-def run_sweep(spec: SweepSpec, *, storage: str | None = None, runs_root: str | Path = "runs", workers: int = 1,
-              gpus: list[str] | None = None, retry_failed: bool = False, out=print, quiet: bool = False) -> int:
+def run_sweep(spec: SweepSpec, *, storage: str | None = None, runs_root: str | Path = "runs", workers: int | None = 1,
+              gpus: list[str] | None = None, gpus_per_trial: int | None = None, procs_per_trial: int | None = None,
+              retry_failed: bool = False, out=print, quiet: bool = False) -> int:
     """``mtplab sweep run``: queue the cells, run the workers, print a line per finished trial.
 
     Returns 0 when every cell is done, 1 when some failed for good (the CLI
     then prints the results table, :func:`sweeps.cli.print_results`). ``storage``
-    overrides the spec's; ``gpus`` pins worker i to ``gpus[i % len(gpus)]``; ``quiet``
+    overrides the spec's; ``gpus`` pins worker i to ``gpus[i % len(gpus)]``, or with
+    ``gpus_per_trial`` G to ``gpus[i*G:(i+1)*G]`` (each trial a torchrun job of G
+    processes); ``procs_per_trial`` P makes each trial a job of P CPU processes
+    (:func:`sweeps.multiproc.plan_workers` checks that they fit). ``quiet``
     silences the training output of the in-process worker (``out`` gets the progress lines).
 
     Example (the module docstring runs a tiny one)::
 
         run_sweep(load_spec("sweeps/quickstart.yaml"))                       # 1 worker, in this process
         run_sweep(spec, workers=4, gpus=["0", "1", "2", "3"], storage="postgresql://me@db/mtplab")
+        run_sweep(spec, gpus=[str(i) for i in range(8)], gpus_per_trial=2)  # 4 workers, 2 GPUs each
     """
     runs_root = Path(runs_root)
-    url = resolve_storage(storage, spec.storage, runs_root, spec.study)
     gpus = list(gpus or [])
+    plan = plan_workers(workers, gpus, gpus_per_trial=gpus_per_trial, procs_per_trial=procs_per_trial)
+    check_cells(spec, plan.procs)
+    workers = plan.workers
+    url = resolve_storage(storage, spec.storage, runs_root, spec.study)
     all_cells = cells(spec)
     study = open_study(spec, url, create=True)
     with sweep_lock(url, spec.study):
         reclaim_stale(study, spec, url)
         queue_cells(study, spec, all_cells, retry_failed=retry_failed)
     done = len(all_cells) - len(cells_not_done(study, all_cells))
+    per_trial = "" if plan.procs == 1 else f" x {plan.procs} {'CPU ' if plan.hide_gpus else ''}processes per trial"
+    gpus_said = f", GPUs {' | '.join(plan.groups) if plan.procs > 1 else ','.join(gpus or plan.groups)}" \
+        if plan.groups else ""
     out(f"study '{spec.study}' in {redact(url)}: {len(all_cells)} cells, {done} done; "
-        f"{workers} worker{'s' if workers != 1 else ''} on {HOST}" + (f", GPUs {','.join(gpus)}" if gpus else ""))
+        f"{workers} worker{'s' if workers != 1 else ''}{per_trial} on {HOST}{gpus_said}")
     if done < len(all_cells):
         _prepare_datasets(spec, all_cells, quiet)
     progress = _Progress(study, spec, all_cells, out)
-    if workers == 1 and not gpus:
-        worker_loop(spec, url, runs_root, index=0, quiet=quiet, on_finish=progress, log=lambda m: None)
+    if workers == 1 and not plan.groups:
+        worker_loop(spec, url, runs_root, index=0, quiet=quiet, on_finish=progress, log=lambda m: None, plan=plan)
     else:
-        _run_processes(study, spec, url, runs_root, workers, gpus, progress, out)
+        _run_processes(study, spec, url, runs_root, plan, progress, out)
     return 1 if cells_not_done(open_study(spec, url), all_cells) else 0
 
 
-def _run_processes(study, spec, url, runs_root, workers, gpus, progress, out) -> None:
+def _run_processes(study, spec, url, runs_root, plan: Plan, progress, out) -> None:
     """Spawn the worker processes and print a line per finished trial until they exit."""
     logs = Path(runs_root) / spec.study / "logs"
-    threads = max(1, (os.cpu_count() or 1) // workers) if not gpus else 0
-    procs = [_spawn(spec, url, runs_root, i, gpus, threads, logs) for i in range(workers)]
+    threads = max(1, (os.cpu_count() or 1) // plan.workers) if not plan.groups else 0
+    procs = [_spawn(spec, url, runs_root, i, plan, threads, logs) for i in range(plan.workers)]
     out(f"worker logs: {logs}/")
     try:
         while [p.poll() for p in procs].count(None):  # poll every one: reaps a dead worker at once

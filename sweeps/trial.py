@@ -24,6 +24,7 @@ import traceback
 from pathlib import Path
 
 from lab.errors import UserError
+from sweeps.multiproc import TrialProcessError
 from sweeps.protocol import Heartbeat, Worker, fail_trial, frozen_trial
 from sweeps.spec import SweepSpec
 from sweeps.storage import kind_of
@@ -81,12 +82,16 @@ def value_key(objective: str, metrics: dict) -> str:
     return f"valid/{objective}" if f"valid/{objective}" in metrics else objective
 
 
-def run_trial(study, trial, spec: SweepSpec, url: str, runs_root: Path, worker: Worker, *, quiet: bool = True):
+def run_trial(study, trial, spec: SweepSpec, url: str, runs_root: Path, worker: Worker, *, quiet: bool = True,
+              plan=None):
     """Train the cell of a claimed trial in its run folder (resuming it if it has one) and tell the result.
 
     Returns the finished trial (a FrozenTrial). Ctrl-C marks the trial FAIL
     with ``interrupted`` (not counted as a failure; the next run resumes it)
-    and re-raises.
+    and re-raises. With a ``plan`` (:class:`sweeps.multiproc.Plan`) of
+    several processes per trial the run is a torchrun job of that many
+    processes (:func:`sweeps.multiproc.train_in_processes`), else it trains
+    in this process.
 
     Example (what :func:`worker_loop` does with each claim)::
 
@@ -130,6 +135,12 @@ def run_trial(study, trial, spec: SweepSpec, url: str, runs_root: Path, worker: 
                     raise UserError(f"run folder {folder} holds a different config than cell {run_key}; "
                                     f"move it away to retrain the cell")
                 resumed_from = checkpoint_step(folder)
+            if plan is not None and plan.procs > 1:
+                from sweeps.multiproc import train_in_processes
+
+                summary = train_in_processes(config, folder, procs=plan.procs, resume=resume, report=report,
+                                             threads=plan.threads, hide_gpus=plan.hide_gpus)
+            elif resume:
                 summary = train.resume(folder, quiet=quiet, on_eval=report)
             else:
                 summary = train.run(config, folder, quiet=quiet, on_eval=report)
@@ -155,7 +166,7 @@ def run_trial(study, trial, spec: SweepSpec, url: str, runs_root: Path, worker: 
                                       "wall_seconds": round(time.time() - t0, 2), **outcome})
             raise
         except Exception as e:
-            if not isinstance(e, UserError):
+            if not isinstance(e, (UserError, TrialProcessError)):  # a failed job's own output is in the log already
                 traceback.print_exc()
             fail_trial(study, trial, {"failure": f"{e.__class__.__name__}: {e}".splitlines()[0][:500],
                                       "retryable": not isinstance(e, UserError),

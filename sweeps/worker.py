@@ -8,7 +8,8 @@ you can, e.g. to add a worker to a running sweep on this host::
 
 The worker claims cells until none is left (:func:`sweeps.runner.worker_loop`, by
 the protocol of :mod:`sweeps.protocol`),
-trains them with progress bars off, and exits 0; Ctrl-C marks its trial as
+trains them with progress bars off (each one as a torchrun job of
+``--procs-per-trial`` processes when that is above 1), and exits 0; Ctrl-C marks its trial as
 interrupted (resumed by the next run) and exits 130.
 
 Example:
@@ -40,6 +41,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--index", type=int, default=0, help="worker number (w<index> in the study)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--verbose", action="store_true", help="show training progress bars")
+    p.add_argument("--procs-per-trial", type=int, default=1,
+                   help="train each trial as a torchrun job of this many processes (sweeps.multiproc)")
+    p.add_argument("--trial-threads", type=int, default=0, help="CPU threads of each trial process (OMP_NUM_THREADS)")
+    p.add_argument("--hide-gpus", action="store_true", help="trial processes run on the CPU (gloo), GPUs hidden")
     return p.parse_args(argv)
 
 
@@ -54,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     try:
+        from sweeps.multiproc import Plan
         from sweeps.runner import worker_loop
         from sweeps.spec import load_spec
 
@@ -62,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        counts = worker_loop(spec, args.storage, Path(args.runs), index=args.index, quiet=not args.verbose)
+        plan = Plan(1, args.procs_per_trial, [], args.trial_threads, args.hide_gpus)
+        counts = worker_loop(spec, args.storage, Path(args.runs), index=args.index, quiet=not args.verbose, plan=plan)
         print(f"worker w{args.index}: finished ({counts['complete']} complete, {counts['failed']} failed)", flush=True)
         return 0
     except UserError as e:
