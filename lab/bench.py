@@ -46,6 +46,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--json", help="also write all results to this JSON file")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile each variant's timed steps (torch.profiler) and print where our n=1 step and "
+                        "nanoGPT's differ, operator by operator")
     p.add_argument("--worker", help=argparse.SUPPRESS)
 
 
@@ -151,10 +154,43 @@ def _worker(spec: dict) -> dict:
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
     dt = (time.perf_counter() - t0) / spec["steps"]
+    ops = _profile(step, spec["steps"], device) if spec.get("profile") else {}
     counts = (model.param_counts() if hasattr(model, "param_counts")
               else {"total": sum(p.numel() for p in model.parameters())})
     return {**spec, "step_ms": dt * 1000, "tokens_per_s": B * T / dt, "peak_mib": max(peak, 0) / 2**20,
-            "params": counts, "device_name": torch.cuda.get_device_name() if device.type == "cuda" else "cpu"}
+            "params": counts, "device_name": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+            "ops_ms": ops}
+
+
+def _profile(step, steps: int, device) -> dict[str, float]:
+    """Milliseconds per step spent in each operator (self time: an op's children are not counted twice)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        if cuda:
+            torch.cuda.synchronize()
+    out = {}
+    for e in prof.key_averages():
+        us = e.self_device_time_total if cuda else e.self_cpu_time_total
+        if us > 0:
+            out[e.key] = us / steps / 1000
+    return out
+
+
+def op_differences(ours: dict[str, float], ref: dict[str, float], top: int = 12) -> list[tuple[str, float, float]]:
+    """The operators whose time per step differs most between two profiles: (name, ours ms, reference ms).
+
+    Example:
+        >>> op_differences({"aten::mm": 5.0, "aten::mul": 3.0}, {"aten::mm": 5.1, "aten::add": 1.0}, top=2)
+        [('aten::mul', 3.0, 0.0), ('aten::add', 0.0, 1.0)]
+    """
+    names = set(ours) | set(ref)
+    rows = [(k, ours.get(k, 0.0), ref.get(k, 0.0)) for k in names]
+    return sorted(rows, key=lambda r: -abs(r[1] - r[2]))[:top]
 
 
 def _run_worker(spec: dict) -> dict:
@@ -208,7 +244,8 @@ def main(args) -> int:
         L = SIZES[size][1]
         for vocab in vocabs:
             base = dict(size=size, vocab=vocab, head_kind=args.head_kind, context=args.context, batch=args.batch,
-                        steps=args.steps, warmup=args.warmup, device=device, compile=args.compile)
+                        steps=args.steps, warmup=args.warmup, device=device, compile=args.compile,
+                        profile=args.profile)
             specs = [dict(base, n=1, variant="nanogpt")]
             for n in ns:
                 if n > L - 1:
@@ -243,11 +280,28 @@ def main(args) -> int:
                 print(f"  {size} V={vocab}: n={n}/n=1 step time {sn['step_ms'] / s1['step_ms']:.2f}"
                       f"{'  (target <= 1.15 at small V)' if n == 4 else ''}; peak memory sequential {mem:.2f}"
                       f"{'  (target <= 1.05 at 32k)' if n == 4 else ''}, naive {naive_mem:.2f}")
+    if args.profile:
+        _print_profiles(sizes, vocabs, find)
     if args.json:
         from lab.paths import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(results, indent=2))  # the path was checked before the benchmark
     return 0
+
+
+def _print_profiles(sizes, vocabs, find) -> None:
+    """Where our n=1 step and nanoGPT's spend different time (the profiled steps; profiling adds overhead)."""
+    for size in sizes:
+        for vocab in vocabs:
+            ours, ref = find(size, vocab, 1, "sequential"), find(size, vocab, 1, "nanogpt")
+            if not (ours and ref and ours["ops_ms"] and ref["ops_ms"]):
+                continue
+            a, b = sum(ours["ops_ms"].values()), sum(ref["ops_ms"].values())
+            print(f"\nprofile {size} V={vocab}, ms per step by operator (self time): ours n=1 {a:.1f}, nanoGPT {b:.1f}, "
+                  f"difference {a - b:+.1f}; the operators that differ most:")
+            print(f"  {'operator':<44}{'ours':>8}{'nanoGPT':>9}{'diff':>8}")
+            for name, x, y in op_differences(ours["ops_ms"], ref["ops_ms"]):
+                print(f"  {name[:43]:<44}{x:>8.2f}{y:>9.2f}{x - y:>+8.2f}")
 
 
 if __name__ == "__main__":
