@@ -310,7 +310,11 @@ def load_spec(path: str | Path, *, study: str | None = None) -> SweepSpec:
     """Read and validate a spec file; a one-line UserError (file + key) on any problem.
 
     A bare name (``quickstart``) that is not a file is looked up among the
-    ready-made specs shipped in this folder.
+    ready-made specs shipped in this folder. The steps, in order: the YAML
+    file into a :class:`SpecFile` (the config builder: unknown keys and types),
+    the task, the config keys typed against the run config's dataclasses
+    (:func:`_overrides`), the objective, the search space, the remaining
+    scalar checks, then every grid cell built into a RunConfig.
 
     Example:
         >>> load_spec("quickstart").task
@@ -320,6 +324,67 @@ def load_spec(path: str | Path, *, study: str | None = None) -> SweepSpec:
         ...
         lab.errors.UserError: /nonexistent.yaml: no such spec file
     """
+    p, raw = _read_yaml(path)
+
+    def fail(key: str, msg: str):
+        raise UserError(f"{path}: {key}: {msg}" if key else f"{path}: {msg}")
+
+    if not isinstance(raw, dict):
+        fail("", "a spec must be a YAML mapping with at least `task:` and `grid:`")
+    try:
+        top = build_dataclass(SpecFile, raw, "", what="key")
+        search_sec = build_dataclass(SearchSection, top.search, "search", what="key")
+    except UserError as e:
+        fail("", str(e))
+    name, task_args = _task(top, fail)
+    grid, fixed, sources = _overrides(top, name, task_args, fail)
+
+    from generators import registry
+
+    task_cls = registry.get(name)
+    objective = top.objective or task_cls.objective
+    direction = top.direction
+    if direction is None:
+        if objective != task_cls.objective:
+            fail("direction", f"objective '{objective}' is not {name}'s default ({task_cls.objective}); "
+                              f"say direction: maximize or minimize")
+        direction = task_cls.direction
+    if direction not in ("maximize", "minimize"):
+        fail("direction", f"expected maximize or minimize, got {direction!r}")
+
+    search = _search_space(search_sec.space, name, grid, fixed, sources, fail)
+    trials = search_sec.trials if search_sec.trials is not None else (None if search else 1)
+    if trials is None:
+        fail("search.trials", "say how many trials per cell the sampler gets, e.g. trials: 4")
+    if trials < 1:
+        fail("search.trials", f"expected a positive integer, got {trials!r}")
+    if trials > 1 and not search:
+        fail("search.trials", "several trials per cell need a search space (search.space)")
+    if search_sec.sampler not in SAMPLERS:
+        fail("search.sampler", f"unknown sampler {search_sec.sampler!r}; choose {' or '.join(SAMPLERS)}")
+
+    if top.storage is not None and not top.storage.strip():
+        fail("storage", f"expected a URL (postgresql://...) or a file path, got {top.storage!r}")
+    study_name = study or top.study or p.stem
+    if not STUDY_NAME.match(study_name):
+        fail("study", f"bad study name {study_name!r}: letters, digits, '.', '_' and '-' only")
+    for k, low in (("max_retries", 0), ("heartbeat_seconds", 1), ("grace_seconds", 2)):
+        if getattr(top, k) < low:
+            fail(k, f"expected an integer >= {low}, got {getattr(top, k)!r}")
+    if top.grace_seconds <= top.heartbeat_seconds:
+        fail("grace_seconds", f"must exceed heartbeat_seconds ({top.heartbeat_seconds})")
+
+    spec = SweepSpec(
+        path=str(p), study=study_name, task=name, grid=grid, fixed=fixed, objective=objective,
+        direction=direction, description=(top.description or "").strip(), storage=top.storage, search=tuple(search),
+        trials=trials, sampler=search_sec.sampler, sampler_seed=search_sec.seed, short_names=short_names(list(grid)),
+        max_retries=top.max_retries, heartbeat_seconds=top.heartbeat_seconds, grace_seconds=top.grace_seconds)
+    _check_cells(spec, task_cls, fail)
+    return spec
+
+
+def _read_yaml(path: str | Path) -> tuple[Path, Any]:
+    """The spec file (or a shipped spec by bare name) and its parsed YAML; one-line errors."""
     import yaml
 
     p = Path(path)
@@ -333,29 +398,19 @@ def load_spec(path: str | Path, *, study: str | None = None) -> SweepSpec:
             raise UserError(f"{path}: no such spec file")
     if p.suffix in (".log", ".db", ".sqlite", ".sqlite3", ".journal"):
         raise UserError(f"{path} is not a sweep spec (.yaml); for a storage use --storage {path} --study NAME")
-    where_file = str(path)
-
-    def fail(key: str, msg: str):
-        raise UserError(f"{where_file}: {key}: {msg}" if key else f"{where_file}: {msg}")
-
     try:
-        raw = yaml.safe_load(p.read_text())
+        return p, yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"{where_file}: malformed YAML{at}: {problem}") from None
+        raise UserError(f"{path}: malformed YAML{at}: {problem}") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{where_file}: cannot read ({e})") from None
-    if not isinstance(raw, dict):
-        fail("", "a spec must be a YAML mapping with at least `task:` and `grid:`")
-    try:
-        top = build_dataclass(SpecFile, raw, "", what="key")
-        search_sec = build_dataclass(SearchSection, top.search, "search", what="key")
-    except UserError as e:
-        fail("", str(e))
+        raise UserError(f"{path}: cannot read ({e})") from None
 
-    # task (name + arguments)
+
+def _task(top: SpecFile, fail) -> tuple[str, dict[str, Any]]:
+    """The task's name (registered here) and its arguments from ``task:``."""
     task_args: dict[str, Any] = {}
     if isinstance(top.task, dict):
         task_args = dict(top.task)
@@ -372,8 +427,15 @@ def load_spec(path: str | Path, *, study: str | None = None) -> SweepSpec:
         fail("task", f"task '{name}' is not registered ({e})")
     except Exception as e:  # a task module that fails to import is still "not usable here"
         fail("task", f"task '{name}' is not registered (importing it failed: {e.__class__.__name__}: {e})")
+    return name, task_args
 
-    # fixed = task args + budget + fixed, as dotted keys
+
+def _overrides(top: SpecFile, name: str, task_args: dict, fail) -> tuple[dict[str, list], dict[str, Any], dict[str, str]]:
+    """(grid, fixed, where each fixed key was set): dotted keys with values typed by the run config's dataclasses.
+
+    ``fixed`` merges the task arguments, the budget and ``fixed:``; a key set
+    twice, or both swept and fixed, is refused naming both places.
+    """
     fixed: dict[str, Any] = {}
     sources: dict[str, str] = {}
 
@@ -392,12 +454,10 @@ def load_spec(path: str | Path, *, study: str | None = None) -> SweepSpec:
     for k, v in top.fixed.items():
         put(_dotted(k, "fixed", fail), v, f"fixed.{k}")
 
-    # grid
-    grid_raw = top.grid
-    if not grid_raw:
+    if not top.grid:
         fail("grid", "expected a mapping of config keys to value lists, e.g. {n: [1, 2, 4], size: [1M]}")
     grid: dict[str, list] = {}
-    for k, values in grid_raw.items():
+    for k, values in top.grid.items():
         key = _dotted(k, "grid", fail)
         if key in grid:
             fail(f"grid.{k}", f"'{key}' appears twice in the grid")
@@ -416,27 +476,14 @@ def load_spec(path: str | Path, *, study: str | None = None) -> SweepSpec:
             if typed in grid[key]:
                 fail(f"grid.{k}", f"value {v!r} appears twice")
             grid[key].append(typed)
-    # validate and type the fixed values one at a time, so the message names the key
-    typed_fixed = {}
-    for key, v in fixed.items():
-        typed_fixed[key] = _typed(name, key, v, fail, sources[key])
-    fixed = typed_fixed
+    # typed one at a time, so the message names the key
+    return grid, {key: _typed(name, key, v, fail, sources[key]) for key, v in fixed.items()}, sources
 
-    # objective / direction
-    task_cls = registry.get(name)
-    objective = top.objective or task_cls.objective
-    direction = top.direction
-    if direction is None:
-        if objective != task_cls.objective:
-            fail("direction", f"objective '{objective}' is not {name}'s default ({task_cls.objective}); "
-                              f"say direction: maximize or minimize")
-        direction = task_cls.direction
-    if direction not in ("maximize", "minimize"):
-        fail("direction", f"expected maximize or minimize, got {direction!r}")
 
-    # search space
+def _search_space(space: dict, name: str, grid: dict, fixed: dict, sources: dict, fail) -> list[SearchParam]:
+    """``search.space`` as SearchParams: ranges (low, high, log, int) or choices, typed like the field."""
     search: list[SearchParam] = []
-    for k, d in search_sec.space.items():
+    for k, d in space.items():
         key = _dotted(k, "search.space", fail)
         where = f"search.space.{k}"
         if key in grid or key in fixed:
@@ -449,56 +496,29 @@ def load_spec(path: str | Path, *, study: str | None = None) -> SweepSpec:
         if "choices" in d:
             if not isinstance(d["choices"], list) or not d["choices"]:
                 fail(where, "choices must be a non-empty list")
-            choices = tuple(_typed(name, key, c, fail, where) for c in d["choices"])
-            param = SearchParam(key, "categorical", choices=choices)
-        else:
-            if "low" not in d or "high" not in d:
-                fail(where, "give low and high (or choices)")
-            low, high = _number(d["low"], f"{where}.low", fail), _number(d["high"], f"{where}.high", fail)
-            if not low < high:
-                fail(where, f"low ({low:g}) must be below high ({high:g})")
-            log = d.get("log", False)
-            if not isinstance(log, bool):
-                fail(f"{where}.log", f"expected true or false, got {log!r}")
-            if log and low <= 0:
-                fail(where, "a log range needs low > 0")
-            is_int = d.get("int", False)
-            if is_int and (low != int(low) or high != int(high)):
-                fail(where, "an int range needs integer bounds")
-            for bound in (low, high):
-                _typed(name, key, int(bound) if is_int else bound, fail, where)
-            param = SearchParam(key, "int" if is_int else "float", low, high, log)
-        search.append(param)
-    trials = search_sec.trials if search_sec.trials is not None else (None if search else 1)
-    if trials is None:
-        fail("search.trials", "say how many trials per cell the sampler gets, e.g. trials: 4")
-    if trials < 1:
-        fail("search.trials", f"expected a positive integer, got {trials!r}")
-    if trials > 1 and not search:
-        fail("search.trials", "several trials per cell need a search space (search.space)")
-    if search_sec.sampler not in SAMPLERS:
-        fail("search.sampler", f"unknown sampler {search_sec.sampler!r}; choose {' or '.join(SAMPLERS)}")
+            search.append(SearchParam(key, "categorical", choices=tuple(_typed(name, key, c, fail, where) for c in d["choices"])))
+            continue
+        if "low" not in d or "high" not in d:
+            fail(where, "give low and high (or choices)")
+        low, high = _number(d["low"], f"{where}.low", fail), _number(d["high"], f"{where}.high", fail)
+        if not low < high:
+            fail(where, f"low ({low:g}) must be below high ({high:g})")
+        log = d.get("log", False)
+        if not isinstance(log, bool):
+            fail(f"{where}.log", f"expected true or false, got {log!r}")
+        if log and low <= 0:
+            fail(where, "a log range needs low > 0")
+        is_int = d.get("int", False)
+        if is_int and (low != int(low) or high != int(high)):
+            fail(where, "an int range needs integer bounds")
+        for bound in (low, high):
+            _typed(name, key, int(bound) if is_int else bound, fail, where)
+        search.append(SearchParam(key, "int" if is_int else "float", low, high, log))
+    return search
 
-    # storage, study, retries
-    storage = top.storage
-    if storage is not None and not storage.strip():
-        fail("storage", f"expected a URL (postgresql://...) or a file path, got {storage!r}")
-    study_name = study or top.study or p.stem
-    if not STUDY_NAME.match(study_name):
-        fail("study", f"bad study name {study_name!r}: letters, digits, '.', '_' and '-' only")
-    for k, low in (("max_retries", 0), ("heartbeat_seconds", 1), ("grace_seconds", 2)):
-        if getattr(top, k) < low:
-            fail(k, f"expected an integer >= {low}, got {getattr(top, k)!r}")
-    if top.grace_seconds <= top.heartbeat_seconds:
-        fail("grace_seconds", f"must exceed heartbeat_seconds ({top.heartbeat_seconds})")
 
-    spec = SweepSpec(
-        path=str(p), study=study_name, task=name, grid=grid, fixed=fixed, objective=objective,
-        direction=direction, description=(top.description or "").strip(), storage=storage, search=tuple(search),
-        trials=trials, sampler=search_sec.sampler, sampler_seed=search_sec.seed, short_names=short_names(list(grid)),
-        max_retries=top.max_retries, heartbeat_seconds=top.heartbeat_seconds, grace_seconds=top.grace_seconds)
-
-    # every cell must build (combinations: n vs layers, batch vs context, ...)
+def _check_cells(spec: SweepSpec, task_cls, fail) -> None:
+    """Every grid cell must build a RunConfig (n vs layers, batch vs context, ...), and the objective must exist."""
     from lab.config import build_run_config
 
     first = None
@@ -512,7 +532,6 @@ def load_spec(path: str | Path, *, study: str | None = None) -> SweepSpec:
             fail(f"grid cell {cell.key}", str(e))
         first = first or config
     _check_objective(spec, first, fail)
-    return spec
 
 
 def _check_objective(spec: SweepSpec, config, fail) -> None:
