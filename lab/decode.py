@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterator
 
@@ -52,13 +53,35 @@ def length_batches(seqs: list[list[int]], batch_size: int,
             yield chunk, torch.tensor([seqs[i] for i in chunk], dtype=torch.long, device=device)
 
 
+def padded_batches(seqs: list[list[int]], batch_size: int, device: torch.device | str = "cpu",
+                   pad: int = 0) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """Sequences of any lengths in batches of ``batch_size`` rows, right-padded: (indices, (B, T), lengths (B,)).
+
+    For decoders that keep a length per row (``lab.speculative``: each row's
+    own cache positions and attention mask), so a batch need not share a
+    length. Sorted by length (stable) first, so a batch pads little.
+
+    Example:
+        >>> [(ids, x.tolist(), n.tolist()) for ids, x, n in padded_batches([[1, 2], [3], [4, 5, 6]], 2)]
+        [([1, 0], [[3, 0], [1, 2]], [1, 2]), ([2], [[4, 5, 6]], [3])]
+    """
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        width = max(len(seqs[i]) for i in chunk)
+        x = torch.tensor([seqs[i] + [pad] * (width - len(seqs[i])) for i in chunk], dtype=torch.long, device=device)
+        yield chunk, x, torch.tensor([len(seqs[i]) for i in chunk], dtype=torch.long, device=device)
+
+
 def run_batched(prompts: list[list[int]], generate, *, stop_token: int | None = None,
-                batch_size: int = 256, device: torch.device | str = "cpu") -> list[list[int]]:
+                batch_size: int = 256, device: torch.device | str = "cpu", padded: bool = False) -> list[list[int]]:
     """Group prompts by length, call ``generate(x)`` per batch, cut each row after the stop token.
 
     ``generate`` maps a (B, T) prompt tensor to (B, new) tokens; this is the
-    batching that plain greedy and self-speculative decoding share. Returns
-    the new tokens of each prompt in the input order.
+    batching that plain greedy and self-speculative decoding share. With
+    ``padded`` prompts of different lengths share a batch (:func:`padded_batches`)
+    and ``generate(x, lengths)`` gets their lengths too. Returns the new
+    tokens of each prompt in the input order.
 
     Example:
         >>> echo = lambda x: x[:, -1:].repeat(1, 3)       # "decodes" the last token three times
@@ -69,8 +92,13 @@ def run_batched(prompts: list[list[int]], generate, *, stop_token: int | None = 
         if not p:
             raise UserError(f"prompt {i + 1} is empty")
     out: list[list[int]] = [[] for _ in prompts]
-    for ids, x in length_batches(prompts, batch_size, device):
-        new = generate(x)
+    if padded:
+        batches = ((ids, functools.partial(generate, lengths=n), x)
+                   for ids, x, n in padded_batches(prompts, batch_size, device))
+    else:
+        batches = ((ids, generate, x) for ids, x in length_batches(prompts, batch_size, device))
+    for ids, gen, x in batches:
+        new = gen(x)
         for row, i in enumerate(ids):
             toks = new[row].tolist()
             if stop_token is not None and stop_token in toks:

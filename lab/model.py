@@ -121,13 +121,13 @@ class Rotary(nn.Module):
 
 
 def apply_rotary(x, rot):
-    """Rotate consecutive pairs (x_2j, x_2j+1) of x (B, T, H, hd) by rot (T, hd/2).
+    """Rotate consecutive pairs (x_2j, x_2j+1) of x (B, T, H, hd) by rot (T, hd/2), or (B, T, hd/2) per row.
 
     Applied before the heads are moved in front of T, so the pairs are a view
     of the qkv projection (no copy).
     """
     pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, T, H, hd/2)
-    return torch.view_as_real(pairs * rot[:, None, :]).flatten(-2).to(x.dtype)
+    return torch.view_as_real(pairs * rot.unsqueeze(-2)).flatten(-2).to(x.dtype)  # rot broadcast over heads
 
 
 def document_mask(idx, eot: int):
@@ -158,18 +158,58 @@ class KVCache:
     ``length`` where it was; ``seek(length)`` then moves it: forward past the
     positions to keep, or back (speculative decoding rejects drafted tokens
     that way).
+
+    ``length`` is an int (every row has filled the same positions: plain
+    slices, the causal mask) or a (B,) tensor of per-row fill lengths (batched
+    speculative decoding, where each row accepts its own number of drafts,
+    and prompts of different lengths in one batch). Then row b writes its T
+    new positions at length[b] .. length[b]+T-1 (a scatter) and its query at
+    position p sees only the key slots 0..p (:meth:`rows`): slots past a
+    row's length hold rejected drafts or another row's padding until that row
+    writes them again, and are never attended.
+
+    Example:
+        >>> c = KVCache(1, 2, 1, 2, 8, "cpu", torch.float32)
+        >>> c.seek(torch.tensor([1, 3]))
+        >>> pos, mask, end = c.rows(2)
+        >>> pos.tolist(), mask[0, 0].int().tolist(), end
+        ([[1, 2], [3, 4]], [[1, 1, 0, 0, 0], [1, 1, 1, 0, 0]], 5)
     """
 
     def __init__(self, n_blocks: int, batch: int, n_heads: int, head_dim: int, max_len: int, device, dtype):
         shape = (batch, n_heads, max_len, head_dim)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_blocks)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_blocks)]
-        self.length = 0  # positions filled (same for every block after a forward)
+        self.length: int | torch.Tensor = 0  # positions filled (same for every block after a forward)
         self.max_len = max_len
+        self._rows = None  # per-row lengths: (T, positions, mask, end) of the last rows(T), until the next seek
+
+    def rows(self, T: int):
+        """Per-row lengths: positions (B, T) of T new tokens, the mask (B, 1, T, end) of the slots they see, end.
+
+        ``end`` = max(length) + T slots are attended (the longest row's);
+        query i of row b is at position length[b] + i and may see slot s iff
+        s <= length[b] + i. Built once per seek and T, shared by every layer.
+        """
+        if self._rows is None or self._rows[0] != T:
+            length = self.length
+            end = self._max + T
+            if end > self.max_len:
+                raise ValueError(f"KV cache full: {end} > {self.max_len} positions")
+            pos = length[:, None] + torch.arange(T, device=length.device)  # (B, T)
+            mask = torch.arange(end, device=length.device) <= pos[:, :, None]  # (B, T, end), True = may attend
+            self._rows = (T, pos, mask[:, None], end)  # the mask broadcast over heads
+        return self._rows[1:]
 
     def update(self, slot: int, k, v):
-        """Write k, v (B, H, T, hd) at positions length..length+T; return all so far."""
+        """Write k, v (B, H, T, hd) at positions length..length+T (per row); return all slots so far."""
         T = k.shape[2]
+        if isinstance(self.length, torch.Tensor):
+            pos, _, end = self.rows(T)
+            index = pos[:, None, :, None].expand_as(k)  # (B, H, T, hd): row b's slots length[b]..
+            self.k[slot].scatter_(2, index, k)
+            self.v[slot].scatter_(2, index, v)
+            return self.k[slot][:, :, :end], self.v[slot][:, :, :end]
         end = self.length + T
         if end > self.max_len:
             raise ValueError(f"KV cache full: {end} > {self.max_len} positions")
@@ -177,8 +217,20 @@ class KVCache:
         self.v[slot][:, :, self.length:end] = v
         return self.k[slot][:, :, :end], self.v[slot][:, :, :end]
 
-    def seek(self, length: int):
-        """The next forward writes from position ``length`` on: the first ``length`` positions are kept."""
+    def seek(self, length: int | torch.Tensor):
+        """The next forward writes from position ``length`` on: the first ``length`` positions are kept.
+
+        ``length`` an int (all rows) or a (B,) long tensor (each row its own).
+        Rows that all have the same length (one row, say) take the int path:
+        plain slices and the causal mask, the same attention as the per-row
+        mask, without its cost.
+        """
+        self._rows = None
+        if isinstance(length, torch.Tensor):
+            # the longest row bounds the slots attended (one sync per seek)
+            low, self._max = torch.stack(length.aminmax()).tolist() if length.numel() > 1 else [int(length)] * 2
+            if low == self._max:
+                length = low
         self.length = length
 
 
@@ -196,12 +248,19 @@ class CausalSelfAttention(nn.Module):
         # (B, T, 3d) -> three (B, T, H, hd); rotate q and k; then (B, H, T, hd) for attention
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).unbind(2)
         past = cache.length if cache is not None else 0
-        rot = rope(past, T, x.device)
+        rows = isinstance(past, torch.Tensor)  # per-row cache lengths (B,): each row at its own positions
+        if rows:
+            pos, mask, end = cache.rows(T)  # (B, T) positions; (B, 1, T, end) the slots each query may see
+            rot = rope(0, end, x.device)[pos]  # (B, T, hd/2): each row's own positions
+        else:
+            rot = rope(past, T, x.device)
         q, k, v = (t.transpose(1, 2) for t in (apply_rotary(q, rot), apply_rotary(k, rot), v))
         if cache is not None:
-            k, v = cache.update(slot, k, v)  # (B, H, past + T, hd)
+            k, v = cache.update(slot, k, v)  # (B, H, past + T, hd); per row: (B, H, max(past) + T, hd)
         if attn_mask is not None:  # a full-window mask from document_mask (no cache)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        elif rows:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         elif past == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         elif T == 1:

@@ -19,10 +19,16 @@ output is the greedy output token for token (tested against
 ``MTPModel.generate`` and against uncached greedy decoding), while each
 forward after the prefill emits 1..k tokens.
 
-Batches: the rows of a batch share one cache length, so a step accepts the
-*smallest* number of drafts any row accepted (simple and exact; rows that
-accepted more just re-verify those drafts next step). Prompts of different
-lengths go in separate batches (no padding), as in ``lab.decode``.
+Batches: every row advances on its own. Each row has its own cache length
+(``lab.model.KVCache`` with a (B,) tensor of lengths: per-row positions for
+RoPE and the cache writes, and a mask built from them, so a row never attends
+to a slot it has not written or whose draft it rejected). A step runs one
+block of k positions for the whole batch and each row keeps what *it*
+accepted, so a batch takes as many forwards as its slowest row would alone.
+A row that has met its stop token or its budget stays where it is (it keeps
+nothing more) while the others go on. Prompts of different lengths share a
+batch, right-padded (``lengths``; ``speculative_decode`` pads them); the
+padding is overwritten as the row decodes and never attended.
 
 Which head kinds can draft (all of them):
 
@@ -42,10 +48,11 @@ Which head kinds can draft (all of them):
   x[p+k-1] is accepted; until then it holds a draft-based entry and is
   recomputed each step (a short lag of k-1 positions per module).
 
-Tokens per forward: the prefill emits the first token; every forward after it
-emits 1 + (accepted drafts) tokens, so ``tokens_per_forward = (tokens - 1) /
-forwards after the prefill`` (the prefill and its one token are left out on
-both sides; plain greedy decoding scores exactly 1.0). Sequential heads also
+Tokens per forward: the prefill emits a row's first token; every forward after
+it emits 1 + (accepted drafts) tokens in each row still decoding, so
+``tokens_per_forward = (tokens - 1) / forwards after the prefill`` per row,
+summed over rows on both sides (the prefill and its one token are left out;
+plain greedy decoding scores exactly 1.0). Sequential heads also
 run k-1 small draft passes (one module each) per step; they are not counted as
 forwards but they are in the wall clock.
 
@@ -99,15 +106,17 @@ FUSABLE = ("parallel", "linear")  # heads that all read the trunk output: batche
 class DecodeStats:
     """Counters of speculative decoding, accumulated over calls.
 
-    ``forwards``: model forwards after the prefill (verification steps);
-    ``advanced``: tokens those forwards emitted, per row (the first token of
-    each call comes from the prefill and is not counted); ``tokens``: all
-    emitted tokens over all rows; ``drafted[j]``/``accepted[j]``: how often
-    head j's draft was verified (every earlier draft of the block having been
-    accepted by that row) and how often it was accepted.
+    ``forwards``: model forwards after the prefill (verification steps, one
+    per step for the whole batch); ``row_forwards``: the same counted once
+    per row still decoding in it; ``advanced``: tokens those forwards emitted,
+    summed over rows (the first token of each row comes from the prefill and
+    is not counted); ``tokens``: all emitted tokens over all rows, each row up
+    to its stop token; ``drafted[j]``/``accepted[j]``: how often head j's
+    draft was verified (every earlier draft of the block having been accepted
+    by that row) and how often it was accepted.
 
     Example:
-        >>> s = DecodeStats(forwards=4, advanced=10)
+        >>> s = DecodeStats(forwards=4, row_forwards=4, advanced=10)
         >>> s.tokens_per_forward
         2.5
         >>> s.drafted[2], s.accepted[2] = 4, 3
@@ -116,6 +125,7 @@ class DecodeStats:
     """
 
     forwards: int = 0
+    row_forwards: int = 0
     advanced: int = 0
     tokens: int = 0
     prefills: int = 0
@@ -124,8 +134,8 @@ class DecodeStats:
 
     @property
     def tokens_per_forward(self) -> float:
-        """Tokens emitted per forward after the prefill (1.0 for plain greedy decoding)."""
-        return self.advanced / self.forwards if self.forwards else 1.0
+        """Tokens a row emits per forward after the prefill (1.0 for plain greedy decoding)."""
+        return self.advanced / self.row_forwards if self.row_forwards else 1.0
 
     def acceptance(self) -> dict[int, float]:
         """Per draft head j >= 2: accepted / verified, given the earlier drafts were accepted."""
@@ -136,21 +146,39 @@ class DecodeStats:
 # Engines: run blocks of tokens through trunk + heads with a KV cache
 # ---------------------------------------------------------------------------
 #
-# An engine has accepted ``length`` positions. forward(block) runs the block
-# (B, T) at positions length .. length+T-1 and returns head 1's argmax at each
-# of them (B, T); accept(n, nxt) keeps the first n of those positions
-# (length += n), given head 1's token after them (nxt, (B,)), and returns the
-# drafts of heads 2..k at the last kept position (B, k-1).
+# An engine has accepted ``length`` positions in each row: 0 before the
+# prefill, then a (B,) tensor (rows accept different numbers of drafts, and
+# prompts of one batch may differ in length). forward(block) runs the block
+# (B, T) at positions length[b] .. length[b]+T-1 of each row and returns head
+# 1's argmax at each of them (B, T); accept(n, nxt) keeps the first n[b] of
+# those positions in row b (length += n; n[b] = 0 leaves a finished row where
+# it is), given head 1's token after them (nxt, (B,)), and returns the drafts
+# of heads 2..k at each row's last kept position (B, k-1). Positions a row ran
+# but did not keep stay in its cache until it writes them again; the cache's
+# per-row mask (lab.model.KVCache.rows) never lets a row attend to them.
 
 class _Engine:
     def __init__(self, model, batch: int, max_len: int, k: int):
         self.model, self.k, self.batch = model, k, batch
-        self.length = 0  # positions accepted: the next forward runs from here
+        self.length: int | torch.Tensor = 0  # positions accepted per row: the next forward runs from here
         p = model.lm_head.weight
         self.device, self.dtype = p.device, p.dtype
+        self.rows = torch.arange(batch, device=self.device)
 
     def _no_drafts(self):
         return torch.empty(self.batch, 0, dtype=torch.long, device=self.device)
+
+    def _seek_length(self):
+        """Where the caches write next: the (B,) lengths, or an int when all rows agree (one row: no per-row mask)."""
+        if isinstance(self.length, torch.Tensor) and self.batch == 1:
+            return int(self.length)
+        return self.length
+
+    def _advance(self, n):
+        """length += n (an int: every row; or (B,)); returns each row's last kept position in the block (B,)."""
+        n = torch.as_tensor(n, device=self.device).expand(self.batch)
+        self.length = self.length + n
+        return (n - 1).clamp(min=0)  # a row that kept nothing (finished) reads position 0: its drafts are unused
 
 
 class _GenericEngine(_Engine):
@@ -162,19 +190,18 @@ class _GenericEngine(_Engine):
 
     def forward(self, block):
         m = self.model
-        self.cache.seek(self.length)
+        self.cache.seek(self._seek_length())
         h = m.trunk_forward(block, self.cache)
         # every head runs at every position: the heads' own caches must stay complete
         self.zs = m.head_states(h, None, upto=self.k, cache=self.cache)
         return m.logits(self.zs[0]).argmax(-1)
 
     def accept(self, n, nxt):
-        self.length += n
-        self.cache.seek(self.length)
+        last = self._advance(n)
         if self.k == 1:
             return self._no_drafts()
-        last = torch.stack([z[:, n - 1] for z in self.zs[1:]])  # (k-1, B, d): heads 2..k at the last kept position
-        return self.model.logits(last).argmax(-1).T
+        z = torch.stack([z[self.rows, last] for z in self.zs[1:]])  # (k-1, B, d): heads 2..k, last kept position
+        return self.model.logits(z).argmax(-1).T
 
 
 _STACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (its heads' weights key, StackedHeads)
@@ -267,68 +294,93 @@ class _FusedEngine(_Engine):
     def head_states(self, h):
         """z_1..z_k stacked: h (B, T, d) at positions length.. -> (k, B, T, d)."""
         if self.heads_cache is not None:
-            self.heads_cache.seek(self.length)
+            length = self._seek_length()
+            # the stacked heads' rows are head 1's B rows, then head 2's, ...: each row's length k times
+            self.heads_cache.seek(length.repeat(self.k) if isinstance(length, torch.Tensor) else length)
         return self.heads(h, self.model.rope, self.heads_cache)
 
     def forward(self, block):
-        self.cache.seek(self.length)
+        self.cache.seek(self._seek_length())
         self.zs = self.head_states(self.model.trunk_forward(block, self.cache))
         return self.model.logits(self.zs[0]).argmax(-1)
 
     def accept(self, n, nxt):
-        self.length += n
+        last = self._advance(n)
         if self.k == 1:
             return self._no_drafts()
-        return self.model.logits(self.zs[1:, :, n - 1]).argmax(-1).T
+        return self.model.logits(self.zs[1:, self.rows, last]).argmax(-1).T
 
 
 class _SequentialEngine(_Engine):
     """DeepSeek-V3 modules: module j reads z_{j-1} and the token at offset j-1, drafted if not known.
 
-    State after ``accept``: ``seq[:, :length]`` are the processed tokens,
-    ``nxt`` is x[length]; the first ``exact[j]`` positions of module j's cache
-    (and of ``z[j]``) are exact: those p with x[p+j-1] known, i.e.
-    p <= length-j+1. Each step recomputes module j from ``exact[j]`` to
-    length-1, reading drafts d_2..d_{j-1} beyond x[length].
+    State after ``accept``, per row b: ``seq[b, :length[b]]`` are the
+    processed tokens and ``seq[b, length[b]]`` is x[length] (head 1's next
+    token), followed by the drafts; the first ``exact[j, b]`` positions of
+    module j's cache (and of ``z[j]``) are exact: those p with x[p+j-1]
+    known, i.e. p <= length-j+1. Each step recomputes module j over one window
+    of W_j positions per row, ending at the row's length (W_j = the most any
+    row needs, so a row may recompute a few exact positions again, with the
+    same result), reading drafts d_2..d_{j-1} beyond x[length]. A row whose
+    window would start before position 0 starts at 0 instead and runs past its
+    length: those extra positions are junk in slots it never attends and
+    rewrites later.
     """
 
     def __init__(self, model, batch, max_len, k):
         super().__init__(model, batch, max_len, k)
         self.cache = model.new_cache(batch, max_len)
         d = model.config.d_model
-        self.seq = torch.zeros(batch, max_len, dtype=torch.long, device=self.device)
-        self.z = [None] + [torch.zeros(batch, max_len, d, device=self.device, dtype=self.dtype)
+        room = max_len + k  # a block or a window may run up to k positions past max_len's last accepted one
+        self.seq = torch.zeros(batch, room, dtype=torch.long, device=self.device)
+        self.z = [None] + [torch.zeros(batch, room, d, device=self.device, dtype=self.dtype)
                            for _ in range(1, k)]  # z[j]: states of module j (1-based), j < k
-        self.exact = [0] * (k + 1)
+        self.exact = torch.zeros(k + 1, batch, dtype=torch.long, device=self.device)  # exact[j]: per row
 
     def forward(self, block):
         m = self.model
-        self.cache.seek(self.length)
+        self.cache.seek(self._seek_length())
         h = m.trunk_forward(block, self.cache)
         self.block, self.z1 = block, m.heads[0](m.head_input(0, h), m.rope, self.cache)
         return m.logits(self.z1).argmax(-1)
 
+    def _put(self, buf, start, values):
+        """buf[b, start[b] + i] = values[b, i] (a scatter along dim 1): buf (B, room[, d]), values (B, T[, d])."""
+        index = (start[:, None] + torch.arange(values.shape[1], device=self.device))  # (B, T)
+        index = index.view(*index.shape, *[1] * (values.dim() - 2)).expand_as(values)
+        buf.scatter_(1, index, values)
+
+    def _window(self, buf, start, width):
+        """buf[b, start[b] : start[b] + width] for every row b: (B, width[, d])."""
+        index = start[:, None] + torch.arange(width, device=self.device)  # (B, width)
+        return buf[self.rows[:, None], index]
+
     def accept(self, n, nxt):
-        m, start = self.model, self.length
-        end = self.length = start + n
-        self.seq[:, start:end] = self.block[:, :n]
+        m = self.model
+        start = torch.as_tensor(self.length, device=self.device).expand(self.batch)
+        self._advance(n)
+        end = self.length  # (B,)
+        # the whole block goes in (positions past a row's end are overwritten before they count)
+        self._put(self.seq, start, self.block)
+        self._put(self.seq, end, nxt[:, None])  # x[end]: head 1's greedy token
         if self.k == 1:
             self.cache.seek(end)
             return self._no_drafts()
-        self.z[1][:, start:end] = self.z1[:, :n]
-        tokens = torch.cat([self.seq[:, :end], nxt[:, None]], dim=1)  # x[0..end], then the drafts
+        self._put(self.z[1], start, self.z1)
+        widths = (end - self.exact[2:]).amax(dim=1).clamp(min=1).tolist()  # W_j for j = 2..k (one sync)
         drafts = []
-        for j in range(2, self.k + 1):
-            redo = self.exact[j]
-            self.cache.seek(redo)  # module j's slot: rewrite positions redo .. end-1
-            emb = m.tok_emb(tokens[:, redo + j - 1:end + j - 1])
-            zj = m.heads[j - 1](self.z[j - 1][:, redo:end], emb, m.rope, self.cache, slot=m.head_slot(j - 1))
+        for j, width in zip(range(2, self.k + 1), widths):
+            redo = (end - width).clamp(min=0)  # (B,): module j's window redo .. redo+width-1 covers exact[j]..end-1
+            self.cache.seek(redo)  # module j's slot: rewrite the window
+            emb = m.tok_emb(self._window(self.seq, redo + j - 1, width))  # x[p+j-1] at each window position p
+            zj = m.heads[j - 1](self._window(self.z[j - 1], redo, width), emb, m.rope, self.cache,
+                                slot=m.head_slot(j - 1))
             if j < self.k:
-                self.z[j][:, redo:end] = zj
-            draft = m.logits(zj[:, -1]).argmax(-1)
+                self._put(self.z[j], redo, zj)
+            draft = m.logits(zj[self.rows, end - 1 - redo]).argmax(-1)  # at each row's last accepted position
             drafts.append(draft)
-            tokens = torch.cat([tokens, draft[:, None]], dim=1)
-            self.exact[j] = max(0, end - j + 2)
+            self._put(self.seq, end + j - 1, draft[:, None])  # x[end+j-1], read by the later modules
+            self.exact[j] = (end - j + 2).clamp(min=0)
         self.cache.seek(end)
         return torch.stack(drafts, dim=1)
 
@@ -384,12 +436,18 @@ def check_heads(model, heads: int | None) -> int:
 
 
 def run_loop(engine: _Engine, idx: torch.Tensor, max_new_tokens: int, stop_token: int | None = None,
-             stats: DecodeStats | None = None) -> torch.Tensor:
-    """The blockwise draft-verify-accept loop on an engine (see the module docstring).
+             stats: DecodeStats | None = None, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """The blockwise draft-verify-accept loop on an engine (see the module docstring), each row on its own.
 
-    Returns the new tokens (B, <= max_new_tokens), cut exactly where
-    ``MTPModel.generate`` cuts: after the token at which every row has
-    produced ``stop_token``.
+    ``idx`` (B, T) holds the prompts, right-padded when ``lengths`` (B,) gives
+    their lengths. Every row keeps the drafts that *it* accepted (its own
+    cache length), so a batch needs as many forwards as its slowest row alone,
+    not more. A row stops after its first ``stop_token`` (kept) or after
+    ``max_new_tokens`` tokens, and stays stopped: it accepts nothing more and
+    its later columns are ``stop_token``. Returns the new tokens (B, <=
+    max_new_tokens), as wide as the longest row: row b is ``MTPModel.generate``'s
+    row b up to its first stop token (which is where ``lab.decode.run_batched``
+    cuts both).
 
     Example:
         >>> from lab.config import ModelConfig
@@ -399,73 +457,75 @@ def run_loop(engine: _Engine, idx: torch.Tensor, max_new_tokens: int, stop_token
         >>> run_loop(make_engine(m, 1, 3 + 5 + 2, 2), x, 5).shape
         torch.Size([1, 5])
     """
-    batch, prompt_len = idx.shape
-    k = engine.k
+    batch, width = idx.shape
+    k, device = engine.k, idx.device
     stats = stats if stats is not None else DecodeStats()
+    rows, span = torch.arange(batch, device=device), torch.arange(k, device=device)
+    lengths = torch.full((batch,), width, device=device) if lengths is None else lengths.to(device)
     stats.prefills += 1
-    nxt = engine.forward(idx)[:, -1]
-    out = [nxt[:, None]]
-    emitted = 1
-    done = torch.zeros(batch, dtype=torch.bool, device=idx.device)
-    finished = max_new_tokens <= 1
-    verified: dict[int, list[torch.Tensor]] = defaultdict(list)  # block size -> drafts accepted per row
-    if stop_token is not None:
-        done = nxt == stop_token
-        finished = finished or bool(done.all())
-    if not finished:
-        drafts = engine.accept(prompt_len, nxt)
-    while not finished:
-        size = min(k, max_new_tokens - emitted)  # block size: never emit past max_new_tokens
-        block_drafts = drafts[:, :size - 1]
-        block = torch.cat([nxt[:, None], block_drafts], dim=1) if size > 1 else nxt[:, None]
+    nxt = engine.forward(idx)[rows, lengths - 1]  # (B,): head 1 after each prompt's last token
+    out = idx.new_zeros(batch, max_new_tokens + k)  # row b's tokens in columns 0 .. emitted[b]-1 (+ room for a block)
+    out[:, 0] = nxt
+    emitted = torch.ones(batch, dtype=torch.long, device=device)  # tokens each row has emitted
+    done = nxt == stop_token if stop_token is not None else torch.zeros(batch, dtype=torch.bool, device=device)
+    verified: list[tuple[torch.Tensor, torch.Tensor]] = []  # per step: drafts each row accepted, and verified
+    advance = lengths  # positions each row keeps of what the engine ran last (the prompt, then its block)
+    while True:
+        left = (max_new_tokens - emitted).masked_fill(done, 0)  # (B,) tokens each row may still emit
+        need = int(left.max())  # the loop's one sync per step
+        if need == 0:
+            break
+        drafts = engine.accept(advance, nxt)  # (B, k-1) at each row's last kept position
+        size = min(k, need)  # one block for all rows: never past the longest budget
+        block = torch.cat([nxt[:, None], drafts[:, :size - 1]], dim=1)
         greedy = engine.forward(block)  # (B, size): head 1's token after each block token
         stats.forwards += 1
-        if size > 1:
-            agreed = (block_drafts == greedy[:, :-1]).long().cumprod(dim=1).sum(dim=1)  # drafts each row accepted
-            accepted = int(agreed.min())
-            verified[size].append(agreed)
-            new = torch.cat([block_drafts[:, :accepted], greedy[:, accepted:accepted + 1]], dim=1)
-        else:
-            accepted, new = 0, greedy
-        nxt = greedy[:, accepted]
-        if stop_token is not None and batch == 1:  # one row: find the stop token in a list
-            row = new[0].tolist()
-            if stop_token in row:
-                new = new[:, :row.index(stop_token) + 1]
-                finished = True
-        elif stop_token is not None:  # rows are done from their first stop token on; stop when all are
-            hit = done[:, None] | (new == stop_token).cummax(dim=1).values
-            all_done = hit.all(dim=0)
-            if bool(all_done.any()):
-                new = new[:, :int(all_done.long().argmax()) + 1]
-                finished = True
-            done = hit[:, -1]
-        out.append(new)
-        emitted += new.shape[1]
-        stats.advanced += new.shape[1]
-        finished = finished or emitted >= max_new_tokens
-        if not finished:
-            drafts = engine.accept(accepted + 1, nxt)
-    for size, rows in verified.items():  # head i+2 is verified where a row accepted the i drafts before it
-        agreed = torch.cat(rows)
-        for i in range(size - 1):
-            stats.drafted[i + 2] += int((agreed >= i).sum())
-            stats.accepted[i + 2] += int((agreed > i).sum())
-    result = torch.cat(out, dim=1)
-    stats.tokens += result.numel()
+        # row b accepts its drafts up to the first one head 1 disagrees with; the accepted drafts ARE head 1's
+        # tokens, so its new tokens are greedy[b, :agreed + 1] (the drafts and the bonus), cut to its budget
+        agreed = (block[:, 1:] == greedy[:, :-1]).long().cumprod(dim=1).sum(dim=1)  # (B,)
+        take = torch.minimum(agreed + 1, left)  # 0 for a row that has finished
+        if stop_token is not None:  # a row ends at its first stop token among the new ones
+            hit = (greedy == stop_token) & (span[:size] < take[:, None])
+            stopped = hit.any(dim=1)
+            take = torch.where(stopped, hit.long().argmax(dim=1) + 1, take)
+            done = done | stopped
+        verified.append((agreed, left.clamp(max=size) - 1))  # (B,) each: the row's drafts within its budget (-1: done)
+        out.scatter_(1, emitted[:, None] + span[:size], greedy)  # past a row's take: overwritten or cut below
+        emitted += take
+        nxt = greedy[rows, (take - 1).clamp(min=0)]  # head 1 after each row's last kept position (finished: unused)
+        advance = take
+    if verified:  # head i+2's draft was verified where a row still decoding had it within its budget and
+        # had accepted the i drafts before it; accepted where it was verified and matched
+        agreed, budget = (torch.stack(t) for t in zip(*verified))  # (steps, B)
+        i = span[:k - 1, None, None]
+        drafted = ((i < budget) & (agreed >= i)).sum(dim=(1, 2)).tolist()
+        accepted = ((i < budget) & (agreed > i)).sum(dim=(1, 2)).tolist()
+        for i in range(k - 1):
+            stats.drafted[i + 2] += drafted[i]
+            stats.accepted[i + 2] += accepted[i]
+        stats.row_forwards += int((budget >= 0).sum())  # rows still decoding, over the forwards
+    result = out[:, :int(emitted.max())]
+    if stop_token is not None:  # a stopped row stays stopped
+        result = result.masked_fill(torch.arange(result.shape[1], device=device) >= emitted[:, None], stop_token)
+    stats.advanced += int(emitted.sum()) - batch
+    stats.tokens += int(emitted.sum())
     return result
 
 
 @torch.no_grad()
 def speculative_generate(model, idx: torch.Tensor, max_new_tokens: int, *, heads: int | None = None,
                          stop_token: int | None = None, stats: DecodeStats | None = None,
-                         fused: bool = True) -> torch.Tensor:
-    """Greedy decoding with k = ``heads`` heads drafting: same output as ``model.generate``.
+                         fused: bool = True, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Greedy decoding with k = ``heads`` heads drafting: each row's output is ``model.generate``'s.
 
-    idx (B, T) -> new tokens (B, <= max_new_tokens), stopping once every
-    row has produced ``stop_token``, exactly like ``MTPModel.generate``.
-    ``stats`` (a :class:`DecodeStats`) accumulates forwards and acceptance.
-    ``heads=1`` is plain greedy decoding through the same loop.
+    idx (B, T) -> new tokens (B, <= max_new_tokens). Rows advance on their
+    own (:func:`run_loop`): a row stops at its first ``stop_token`` and its
+    later columns are ``stop_token`` (:func:`pad_after_stop` of
+    ``model.generate``'s output, which goes on decoding stopped rows).
+    ``lengths`` (B,): prompt lengths when ``idx`` is right-padded (prompts
+    of different lengths in one batch). ``stats`` (a :class:`DecodeStats`)
+    accumulates forwards and acceptance. ``heads=1`` is plain greedy decoding
+    through the same loop.
 
     Example:
         >>> from lab.config import ModelConfig
@@ -474,13 +534,18 @@ def speculative_generate(model, idx: torch.Tensor, max_new_tokens: int, *, heads
         >>> m = MTPModel(ModelConfig(size="custom", d_model=16, layers=3, n_heads=2, n=2, head_kind="sequential",
         ...                          vocab_size=20).resolved()).eval()
         >>> x = torch.randint(0, 20, (3, 4))
-        >>> torch.equal(speculative_generate(m, x, 9, stop_token=5), m.generate(x, 9, stop_token=5))
+        >>> out = speculative_generate(m, x, 9, stop_token=5)
+        >>> torch.equal(out, pad_after_stop(m.generate(x, 9, stop_token=5), 5))
         True
     """
     k = check_heads(model, heads)
     if idx.dim() != 2 or idx.shape[1] == 0:
         raise UserError("speculative_generate needs a (batch, length) tensor with a non-empty prompt")
     B, T = idx.shape
+    if lengths is not None:
+        lengths = torch.as_tensor(lengths, dtype=torch.long, device=idx.device)
+        if lengths.shape != (B,) or bool((lengths < 1).any()) or bool((lengths > T).any()):
+            raise UserError(f"lengths must be {B} prompt lengths in 1..{T} (one per row of the padded prompts)")
     if max_new_tokens < 1:
         return idx.new_zeros(B, 0)
     was_training = model.training
@@ -488,21 +553,39 @@ def speculative_generate(model, idx: torch.Tensor, max_new_tokens: int, *, heads
         model.eval()
     try:
         engine = make_engine(model, B, T + max_new_tokens + k, k, fused=fused)
-        return run_loop(engine, idx, max_new_tokens, stop_token, stats)
+        return run_loop(engine, idx, max_new_tokens, stop_token, stats, lengths)
     finally:
         if was_training:
             model.train()
+
+
+def pad_after_stop(tokens: torch.Tensor, stop_token: int | None) -> torch.Tensor:
+    """Each row's tokens after its first ``stop_token`` replaced by ``stop_token``: a stopped row stays stopped.
+
+    What :func:`speculative_generate` returns, made from ``MTPModel.generate``'s
+    output (which decodes a stopped row on until every row has stopped).
+
+    Example:
+        >>> pad_after_stop(torch.tensor([[1, 9, 2, 3], [4, 5, 6, 9]]), 9).tolist()
+        [[1, 9, 9, 9], [4, 5, 6, 9]]
+    """
+    if stop_token is None:
+        return tokens
+    after = (tokens == stop_token).long().cummax(dim=1).values.roll(1, dims=1)  # 1 from the column after a stop
+    after[:, 0] = 0
+    return tokens.masked_fill(after.bool(), stop_token)
 
 
 @torch.no_grad()
 def speculative_decode(model, prompts: list[list[int]], max_new_tokens: int, *, heads: int | None = None,
                        stop_token: int | None = None, batch_size: int = 64, stats: DecodeStats | None = None,
                        fused: bool = True) -> list[list[int]]:
-    """Speculative decoding of token lists, batched by prompt length (no padding).
+    """Speculative decoding of token lists, batched with prompts of different lengths together.
 
     Same contract as ``lab.decode.greedy_generate``: the new tokens of each
     prompt in input order, cut after ``stop_token`` (kept) or after
-    ``max_new_tokens``.
+    ``max_new_tokens``. The prompts are sorted by length and right-padded
+    (``lab.decode.padded_batches``): each row has its own cache length.
 
     Example:
         >>> from lab.config import ModelConfig
@@ -516,7 +599,7 @@ def speculative_decode(model, prompts: list[list[int]], max_new_tokens: int, *, 
     generate = functools.partial(speculative_generate, model, max_new_tokens=max_new_tokens, heads=heads,
                                  stop_token=stop_token, stats=stats, fused=fused)
     return run_batched(prompts, generate, stop_token=stop_token, batch_size=batch_size,
-                       device=next(model.parameters()).device)
+                       device=next(model.parameters()).device, padded=True)
 
 
 @torch.no_grad()

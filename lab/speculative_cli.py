@@ -8,6 +8,7 @@ Example:
     $ mtplab decode runs/x --prompts-file prompts.txt --max-new-tokens 100 --no-stop
     $ mtplab bench decode runs/x
     $ mtplab bench decode runs/x --max-new-tokens 200 --limit 50
+    $ mtplab bench decode runs/x --batch-size 1,4,16
 """
 
 from __future__ import annotations
@@ -72,13 +73,17 @@ def add_parser(sub, bench_sub) -> None:
                     "as the evaluation does, stopping at its end (polyarith: about 6 tokens, which caps any\n"
                     "speed-up; the ceilings are printed); 'continue' takes the first --prompt-tokens tokens of\n"
                     "each held-out text and decodes --max-new-tokens more with no stop (induction: 32 + 96 at a\n"
-                    "context of 128, 128 + 256 at 512, always within the context).",
+                    "context of 128, 128 + 256 at 512, always within the context).\n"
+                    "--batch-size 1,4,16 runs it at each batch size and prints tokens/s side by side (prompts of one\n"
+                    "length are batched together; in a speculative batch every row advances on its own).",
         epilog="examples:\n  mtplab bench decode runs/x\n  mtplab bench decode runs/x --mode continue --prompt-tokens 32 "
-               "--max-new-tokens 96\n  mtplab bench decode runs/x --batch-size 8 --heads 1,4 --json bench.json")
+               "--max-new-tokens 96\n  mtplab bench decode runs/x --batch-size 8 --heads 1,4 --json bench.json\n"
+               "  mtplab bench decode runs/x --batch-size 1,4,16 --heads 1,4")
     b.add_argument("run")
     b.add_argument("--heads", help="comma-separated k values (default 1..n)")
     b.add_argument("--limit", type=int, default=100, help="test prompts used, spread over the test set (0: all; default 100)")
-    b.add_argument("--batch-size", type=int, default=1, help="prompts decoded together (default 1)")
+    b.add_argument("--batch-size", default="1",
+                   help="prompts decoded together; comma-separated for several, side by side (default 1)")
     b.add_argument("--mode", choices=DECODE_MODES, help="answers | continue (default: the task's decode_mode)")
     b.add_argument("--prompt-tokens", type=int, default=0,
                    help="continue: prompt length in tokens (default min(128, context/4))")
@@ -109,6 +114,24 @@ def _positive(name: str, value: int) -> int:
     if value < 1:
         raise UserError(f"{name} must be at least 1, got {value}")
     return value
+
+
+def _int_list(name: str, text: str) -> list[int]:
+    """Comma-separated positive integers, e.g. ``--batch-size 1,4,16``; UserError otherwise.
+
+    Example:
+        >>> _int_list("--heads", "1, 4")
+        [1, 4]
+    """
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"{name} expects comma-separated integers, got '{text}'") from None
+    if not values:
+        raise UserError(f"{name} is empty")
+    for v in values:
+        _positive(name, v)
+    return values
 
 
 def _stop_token(args, task, data) -> int | None:
@@ -196,11 +219,11 @@ def cmd_decode(args) -> int:
 
 def cmd_bench_decode(args) -> int:
     """``mtplab bench decode``: speculative vs plain greedy decoding on the run's test prompts."""
-    from lab.bench_decode import bench_decode, format_bench
+    from lab.bench_decode import bench_decode, bench_decode_batch_sizes, format_batch_sizes, format_bench
     from lab.decode import continuation_prompts, default_workload, pick, task_prompts
     from lab.speculative import check_heads
 
-    _positive("--batch-size", args.batch_size)
+    batch_sizes = _int_list("--batch-size", args.batch_size)
     _positive("--repeats", args.repeats)
     if args.threads:
         import torch
@@ -212,12 +235,7 @@ def cmd_bench_decode(args) -> int:
         check_output_file(args.json, "--json")  # before the benchmark, not after it
     config, task, data, model = _load(args.run, args.device)
     if args.heads:
-        try:
-            ks = [int(x) for x in args.heads.split(",") if x.strip()]
-        except ValueError:
-            raise UserError(f"--heads expects comma-separated integers, got '{args.heads}'") from None
-        if not ks:
-            raise UserError("--heads is empty")
+        ks = _int_list("--heads", args.heads)
     else:
         ks = list(range(1, model.config.n + 1))
     for k in ks:
@@ -247,10 +265,18 @@ def cmd_bench_decode(args) -> int:
                   file=sys.stderr)
         prompts = fits
         max_new, stop = (args.max_new_tokens, None) if args.max_new_tokens else (longest, stop)
-    result = bench_decode(model, prompts, max_new, stop_token=stop, batch_size=args.batch_size, heads=ks,
-                          repeats=args.repeats, fused=not args.unfused)
-    result.update(run=str(args.run), mode=mode, prompt_tokens=prompt_len if mode == "continue" else None)
-    print(format_bench(result))
+    common = dict(stop_token=stop, heads=ks, repeats=args.repeats, fused=not args.unfused)
+    where = dict(run=str(args.run), mode=mode, prompt_tokens=prompt_len if mode == "continue" else None)
+    if len(batch_sizes) == 1:
+        result = bench_decode(model, prompts, max_new, batch_size=batch_sizes[0], **common)
+        result.update(where)
+        print(format_bench(result))
+    else:
+        result = bench_decode_batch_sizes(model, prompts, max_new, batch_sizes=batch_sizes, **common)
+        for one in result["by_batch_size"].values():
+            one.update(where)
+        result.update(where)
+        print(format_batch_sizes(result))
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2, default=str))
     return 0

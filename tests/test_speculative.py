@@ -10,7 +10,7 @@ from generators import registry
 from lab import speculative as spec
 from lab import train as train_mod
 from lab.agreement import agreement_windows, head_agreement
-from lab.bench_decode import decode_ceilings
+from lab.bench_decode import decode_ceilings, row_lengths
 from lab.cli import main
 from lab.config import HEAD_KINDS, ModelConfig, build_run_config
 from lab.decode import greedy_generate, pick, task_prompts
@@ -63,15 +63,15 @@ def test_speculative_equals_greedy_random_models(kind):
         x = torch.randint(0, V, (batch, 6))
         plain = model.generate(x, 25)
         for stop in (None, int(plain[-1, 11])):  # no stop; a stop token met mid-way (rows end apart)
-            ref = model.generate(x, 25, stop_token=stop)
+            ref = spec.pad_after_stop(model.generate(x, 25, stop_token=stop), stop)  # a stopped row stays stopped
             for k, fused in [(1, True), (2, True), (3, True)] + ([(3, False)] if kind in spec.FUSABLE else []):
                 stats = spec.DecodeStats()
                 out = spec.speculative_generate(model, x, 25, heads=k, stop_token=stop, stats=stats, fused=fused)
                 assert torch.equal(out, ref), (batch, stop, k, fused)
-                assert stats.tokens == out.numel()
+                assert stats.tokens == sum(row_lengths(out, stop))  # each row up to its stop token
             for max_new in (1, 2, 7):  # max_new_tokens cuts a block
                 assert torch.equal(spec.speculative_generate(model, x, max_new, heads=3, stop_token=stop),
-                                   model.generate(x, max_new, stop_token=stop)), (batch, stop, max_new)
+                                   spec.pad_after_stop(model.generate(x, max_new, stop_token=stop), stop))
 
 
 def test_fused_heads_compute_the_models_heads():
@@ -229,31 +229,42 @@ def test_drafts_equal_uncached_reference(kind):
 
 
 class _Oracle:
-    """Wraps an engine; its drafts are the true greedy tokens except where ``wrong`` says so."""
+    """Wraps an engine; its drafts are the true greedy tokens except where ``wrong`` says so.
+
+    ``wrong`` holds (row, j): that row's draft of token j of ``truth`` is wrong.
+    Each row keeps its own position (rows accept different numbers of drafts).
+    """
 
     def __init__(self, engine, truth, wrong):
         self.engine, self.truth, self.wrong, self.k = engine, truth, wrong, engine.k
-        self.pos = 0  # index in truth of the token after nxt
+        self.pos = None  # per row: index in truth of the token after nxt
 
     def forward(self, block):
         return self.engine.forward(block)
 
     def accept(self, n, nxt):
-        if self.pos == 0:
-            self.pos = 1
-        else:
-            self.pos += n
-        self.engine.accept(n, nxt)
         B = self.truth.shape[0]
+        self.pos = torch.ones(B, dtype=torch.long) if self.pos is None else self.pos + n
+        self.engine.accept(n, nxt)
         d = torch.full((B, self.k - 1), V - 1)
-        for i in range(self.k - 1):
-            j = self.pos + i
-            if j < self.truth.shape[1]:
-                d[:, i] = self.truth[:, j]
-            for row in range(B):
+        for row in range(B):
+            for i in range(self.k - 1):
+                j = int(self.pos[row]) + i
+                if j < self.truth.shape[1]:
+                    d[row, i] = self.truth[row, j]
                 if (row, j) in self.wrong:
                     d[row, i] = (d[row, i] + 1) % V
         return d
+
+
+def _min_acceptance_forwards(wrong, rows, length, k):
+    """Forwards the old batched loop needed: every row accepts the fewest drafts any row accepted."""
+    pos, emitted, forwards = 1, 1, 0
+    while emitted < length:
+        size = min(k, length - emitted)
+        agreed = min(next((i for i in range(size - 1) if (r, pos + i) in wrong), size - 1) for r in range(rows))
+        pos, emitted, forwards = pos + agreed + 1, emitted + agreed + 1, forwards + 1
+    return forwards
 
 
 def test_acceptance_bookkeeping_with_oracle_drafts():
@@ -265,28 +276,123 @@ def test_acceptance_bookkeeping_with_oracle_drafts():
     eng = _Oracle(spec.make_engine(model, 2, 60, 4), truth, set())
     out = spec.run_loop(eng, x, 40, None, stats)
     assert torch.equal(out, truth)
-    assert stats.forwards == 10 and stats.advanced == 39  # 9 blocks of 4 tokens, then one of 3
+    assert stats.forwards == 10 and stats.advanced == 2 * 39  # 9 blocks of 4 tokens, then one of 3 (per row)
     assert stats.acceptance() == {2: 1.0, 3: 1.0, 4: 1.0}
     # ... which is exactly the ceiling bench decode prints for 40-token outputs
     assert round(stats.tokens_per_forward, 2) == decode_ceilings([40], 4)["max_tokens_per_forward"] == 3.9
-    # row 0's draft of token 6 and row 1's of token 12 are wrong: both rows stop there (minimum)
+    # row 0's draft of token 6 is wrong: head 3 is rejected once and head 4 is then not verified in that step
     stats = spec.DecodeStats()
-    eng = _Oracle(spec.make_engine(model, 2, 60, 4), truth, {(0, 6), (1, 12)})
-    out = spec.run_loop(eng, x, 40, None, stats)
-    assert torch.equal(out, truth)
+    eng = _Oracle(spec.make_engine(model, 1, 60, 4), truth[:1], {(0, 6)})
+    out = spec.run_loop(eng, x[:1], 40, None, stats)
+    assert torch.equal(out, truth[:1])
     assert stats.forwards == 11
-    # head 3 was rejected once per row; head 4 was then not verified in those two rows' steps
-    assert (stats.drafted[2], stats.accepted[2]) == (22, 22)
-    assert (stats.drafted[3], stats.accepted[3]) == (22, 20)
-    assert (stats.drafted[4], stats.accepted[4]) == (18, 18)
+    # blocks: 4 tokens, 2 (the rejection), 8 x 4, then 1 (no drafts): 10 blocks verify drafts
+    assert (stats.drafted[2], stats.accepted[2]) == (10, 10)
+    assert (stats.drafted[3], stats.accepted[3]) == (10, 9)
+    assert (stats.drafted[4], stats.accepted[4]) == (9, 9)
 
 
-def test_batched_rows_accept_the_minimum_and_match_single_rows():
+def test_rows_advance_independently_with_oracle_drafts():
+    """Each row of a batch keeps what IT accepted: the batch takes the forwards of its slowest row alone.
+
+    The old loop accepted the fewest drafts any row accepted, so rows rejecting
+    drafts at different places slowed each other down (more forwards than
+    either row alone, which this test would catch).
+    """
+    model = _model("parallel", n=4)
+    x = torch.randint(0, V, (3, 4))
+    truth = model.generate(x, 40)
+    wrong = {(0, j) for j in (4, 12, 20, 28, 36)} | {(1, j) for j in (6, 14, 22, 30, 38)}  # row 2: all right
+    single = []
+    for row in range(3):
+        s = spec.DecodeStats()
+        one = {(0, j) for r, j in wrong if r == row}
+        out = spec.run_loop(_Oracle(spec.make_engine(model, 1, 60, 4), truth[row:row + 1], one), x[row:row + 1],
+                            40, None, s)
+        assert torch.equal(out, truth[row:row + 1])
+        single.append(s)
+    stats = spec.DecodeStats()
+    out = spec.run_loop(_Oracle(spec.make_engine(model, 3, 60, 4), truth, wrong), x, 40, None, stats)
+    assert torch.equal(out, truth)
+    assert [s.forwards for s in single] == [10, 11, 10]
+    assert stats.forwards == max(s.forwards for s in single) == 11
+    assert _min_acceptance_forwards(wrong, 3, 40, 4) == 15  # what the old loop needed: the rows held each other up
+    assert stats.row_forwards == sum(s.forwards for s in single)
+    assert stats.advanced == sum(s.advanced for s in single) == 3 * 39
+    for j in (2, 3, 4):
+        assert stats.drafted[j] == sum(s.drafted[j] for s in single), j
+        assert stats.accepted[j] == sum(s.accepted[j] for s in single), j
+    assert stats.tokens_per_forward == pytest.approx(3 * 39 / sum(s.forwards for s in single))
+
+
+def _stop_of(model, prompts, max_new):
+    """A token that some rows produce early and others late or never: rows of a batch stop apart."""
+    plain = greedy_generate(model, prompts, max_new)
+    return plain[len(plain) // 2][max_new // 3]
+
+
+@pytest.mark.parametrize("kind", HEAD_KINDS)
+def test_rows_of_different_lengths_and_stops_equal_greedy_and_advance_independently(kind):
+    """Prompts of different lengths in one batch, stop tokens met at different times: every row is its greedy
+    output (cut at its stop token, then stop tokens), and the batch needs the forwards of its slowest row alone."""
+    model = _model(kind, n=3, seed=7)
+    g = torch.Generator().manual_seed(7)
+    prompts = [torch.randint(0, V, (n,), generator=g).tolist() for n in (3, 9, 5, 1, 7, 4)]
+    lengths = torch.tensor([len(p) for p in prompts])
+    x = torch.zeros(len(prompts), int(lengths.max()), dtype=torch.long)
+    for row, p in enumerate(prompts):
+        x[row, :len(p)] = torch.tensor(p)
+        x[row, len(p):] = V - 1  # padding the rows must never see
+    for stop in (None, _stop_of(model, prompts, 24)):
+        alone = [model.generate(torch.tensor([p]), 24, stop_token=stop)[0] for p in prompts]
+        for k, fused in [(1, True), (3, True)] + ([(3, False)] if kind in spec.FUSABLE else []):
+            stats = spec.DecodeStats()
+            out = spec.speculative_generate(model, x, 24, heads=k, stop_token=stop, stats=stats, fused=fused,
+                                            lengths=lengths)
+            assert out.shape[1] == max(len(a) for a in alone), (stop, k, fused)
+            for row, ref in enumerate(alone):
+                assert torch.equal(out[row, :len(ref)], ref), (stop, k, fused, row)
+                assert out[row, len(ref):].tolist() == [stop] * (out.shape[1] - len(ref))  # stopped rows stay stopped
+            singles = []
+            for p in prompts:
+                s = spec.DecodeStats()
+                spec.speculative_generate(model, torch.tensor([p]), 24, heads=k, stop_token=stop, stats=s,
+                                          fused=fused)
+                singles.append(s)
+            assert stats.forwards == max(s.forwards for s in singles), (stop, k, fused)
+            assert stats.row_forwards == sum(s.forwards for s in singles), (stop, k, fused)
+            assert stats.tokens == sum(len(a) for a in alone)
+        # the library entry point: prompts of any lengths batched together, cut like greedy decoding
+        assert spec.speculative_decode(model, prompts, 24, stop_token=stop, batch_size=4) == \
+            greedy_generate(model, prompts, 24, stop_token=stop)
+
+
+def test_batched_rows_match_single_rows():
     model = _model("causal", n=3, seed=5)
     x = torch.randint(0, V, (5, 8))
     both = spec.speculative_generate(model, x, 30)
     for row in range(5):
         assert torch.equal(spec.speculative_generate(model, x[row:row + 1], 30)[0], both[row])
+
+
+def test_per_row_cache_attends_only_to_its_own_slots():
+    """A KV cache with per-row lengths: each row's attention equals that row run alone with a plain cache."""
+    model = _model("parallel", n=2, seed=2)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randint(0, V, (3, 9), generator=g)
+    cache = model.new_cache(3, 16)
+    with torch.no_grad():
+        model.trunk_forward(torch.full((3, 9), V - 1), cache)  # junk in every slot the rows will not write
+        lengths = torch.tensor([2, 6, 4])
+        cache.seek(torch.zeros(3, dtype=torch.long))
+        model.trunk_forward(torch.where(torch.arange(9) < lengths[:, None], x, V - 1), cache)
+        cache.seek(lengths)
+        block = torch.randint(0, V, (3, 3), generator=g)
+        h = model.trunk_forward(block, cache)
+        for row in range(3):
+            n = int(lengths[row])
+            ref = model.trunk_forward(torch.cat([x[row, :n], block[row]])[None])[0, n:]
+            torch.testing.assert_close(h[row], ref, rtol=1e-5, atol=1e-5)
 
 
 def test_speculative_decode_groups_lengths_like_greedy_generate():
@@ -401,6 +507,25 @@ def test_bench_decode_cli(runs, tmp_path, capsys):
     assert "(no stop token)" in capsys.readouterr().out
 
 
+def test_bench_decode_cli_several_batch_sizes_side_by_side(runs, tmp_path, capsys):
+    js = tmp_path / "bs.json"
+    assert main(["bench", "decode", str(runs["n4"]), "--mode", "continue", "--prompt-tokens", "8",
+                 "--max-new-tokens", "12", "--limit", "6", "--repeats", "1", "--heads", "1,4",
+                 "--batch-size", "1,3", "--json", str(js)]) == 0
+    text = capsys.readouterr().out
+    header = next(line for line in text.splitlines() if line.startswith("method"))
+    assert header.split() == ["method", "batch", "1", "batch", "3"]
+    assert "plain greedy" in text and "identical to plain greedy decoding: yes" in text
+    result = json.loads(js.read_text())
+    assert result["batch_sizes"] == [1, 3] and set(result["by_batch_size"]) == {"1", "3"}
+    for size, r in result["by_batch_size"].items():
+        assert r["batch_size"] == int(size) and r["rows_per_batch"] == int(size)  # 6 prompts of one length
+        assert all(v["identical"] for v in r["k"].values())
+    # each row keeps its own acceptance: the tokens per forward do not depend on the batch size
+    tpf = [r["k"]["4"]["tokens_per_forward"] for r in result["by_batch_size"].values()]
+    assert tpf[0] == pytest.approx(tpf[1])
+
+
 def test_bench_decode_continue_mode_decodes_held_out_texts_past_their_prompt(runs, tmp_path, capsys):
     js = tmp_path / "c.json"
     assert main(["bench", "decode", str(runs["n4"]), "--mode", "continue", "--prompt-tokens", "12",
@@ -452,6 +577,8 @@ def test_default_workload_is_the_task_s_and_fits_the_context():
     (["bench", "decode", "{n1}"], "n=1"),
     (["bench", "decode", "{n4}", "--heads", "1,7"], "larger than"),
     (["bench", "decode", "{n4}", "--heads", "x"], "comma-separated"),
+    (["bench", "decode", "{n4}", "--batch-size", "1,x"], "--batch-size expects comma-separated integers"),
+    (["bench", "decode", "{n4}", "--batch-size", "4,0"], "--batch-size must be at least 1"),
 ])
 def test_bad_input_is_one_line_exit_2(runs, capsys, argv, message):
     argv = [a.format(**{k: str(v) for k, v in runs.items()}) for a in argv]
