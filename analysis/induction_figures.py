@@ -56,6 +56,22 @@ THRESHOLD = 0.1  # the lab's induction milestone: first eval with test induction
 TOKENS_TO_INDUCTION = "tokens_to_induction"
 
 
+def milestone_threshold(frame: pd.DataFrame) -> float:
+    """The induction success threshold the runs' ``tokens_to_induction`` used (``task.threshold``).
+
+    Read from the trials' milestones (``milestone:threshold``); the lab's
+    default when they do not say or disagree (then each run's own threshold
+    still decided whether it reached it).
+
+    Example:
+        >>> milestone_threshold(pd.DataFrame({"milestone:threshold": [0.05, 0.05]})), milestone_threshold(pd.DataFrame())
+        (0.05, 0.1)
+    """
+    col = MILESTONE + "threshold"
+    values = set(pd.to_numeric(frame[col], errors="coerce").dropna()) if col in frame else set()
+    return float(values.pop()) if len(values) == 1 else THRESHOLD
+
+
 def _params_axis(ax, frame: pd.DataFrame, x: pd.Series) -> None:
     """Log x axis of non-embedding parameters, each ladder size named above it."""
     ax.set_xscale("log")
@@ -235,12 +251,13 @@ def milestone_summary(milestones: pd.DataFrame) -> pd.DataFrame:
 # ---------------- 2. learning curves ----------------
 
 def induction_curves(frame: pd.DataFrame, out_dir, *, run_root=None, metric: str = INDUCTION, note: str = "",
-                     threshold: float = THRESHOLD, name: str = "induction_curves") -> pd.DataFrame:
+                     threshold: float | None = None, name: str = "induction_curves") -> pd.DataFrame:
     """Test induction success (%) against training tokens: one panel per size, one colour per n.
 
     Every seed is a thin line, the mean over seeds (at each eval step) a
-    thick one; the dotted line is the milestone threshold. Read from the run
-    folders' ``eval.json``; a UserError if none can be read.
+    thick one; the dotted line is the milestone threshold (default: the
+    runs', :func:`milestone_threshold`). Read from the run folders'
+    ``eval.json``; a UserError if none can be read.
 
     Example:
         >>> induction_curves(pd.DataFrame({"size": ["1M"], "n": [1], "seed": [0], "trial": [0], "run_dir": [None]}),
@@ -249,6 +266,7 @@ def induction_curves(frame: pd.DataFrame, out_dir, *, run_root=None, metric: str
         ...
         lab.errors.UserError: no run folder with an eval.json history could be read (1 trial(s)): cannot draw induction_curves
     """
+    threshold = milestone_threshold(frame) if threshold is None else threshold
     curves, _ = eval_histories(frame, run_root, metric=metric)
     if curves.empty:
         raise UserError(f"no run folder with an eval.json history could be read ({len(frame)} trial(s)): "
@@ -317,6 +335,7 @@ def tokens_to_induction(frame: pd.DataFrame, out_dir, *, run_root=None, note: st
         >>> t[t.kind == "mean"]["tokens"].tolist()
         [nan, 1500000.0]
     """
+    threshold = milestone_threshold(frame)
     ms = run_milestones(frame, run_root)
     if ms.empty:
         raise UserError(f"no run records {TOKENS_TO_INDUCTION} (trial milestones or eval.json): cannot draw {name}")
@@ -354,7 +373,7 @@ def tokens_to_induction(frame: pd.DataFrame, out_dir, *, run_root=None, note: st
         ax.text(0.01, 0.955, "not reached", transform=ax.transAxes, fontsize=8.5, color="0.35", va="top")
         _params_axis(ax, frame, ms["non_embedding"])
         ax.yaxis.set_major_formatter(FuncFormatter(format_count))
-        ax.set_ylabel(f"training tokens to induction success ≥ {100 * THRESHOLD:g}%")
+        ax.set_ylabel(f"training tokens to induction success ≥ {100 * threshold:g}%")
         extra = [Line2D([], [], ls="", marker="^", markerfacecolor="none", color="0.35", label="one seed, not reached"),
                  Line2D([], [], ls="", marker="D", color="0.35", label="mean of the runs\nthat reached it, 95% interval")]
         if has_budget:
@@ -362,7 +381,7 @@ def tokens_to_induction(frame: pd.DataFrame, out_dir, *, run_root=None, note: st
         ax.legend(handles=_legend_handles(colors, mean=False, extra=extra), loc="upper left",
                   bbox_to_anchor=(1.01, 1), frameon=False)
         missing = int(summary["not_reached"].sum())
-        _finish(fig, "When induction emerges: tokens to the first eval at ≥ 10%",
+        _finish(fig, f"When induction emerges: tokens to the first eval at ≥ {100 * threshold:g}%",
                 _caption(frame, note, f"{missing} of {len(ms)} runs never reached it" if missing else ""))
     plotted = pd.concat([ms.assign(kind="seed"),
                          summary.rename(columns={"mean": "tokens", "lo": "tokens_lo", "hi": "tokens_hi",

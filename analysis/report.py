@@ -30,7 +30,7 @@ import pandas as pd
 import yaml
 
 from analysis import paper, stats
-from analysis.induction_figures import milestone_summary, run_milestones
+from analysis.induction_figures import milestone_summary, milestone_threshold, run_milestones
 from analysis.loader import StudyData
 from analysis.plotkit import IN_DOMAIN, INDUCTION, OOD, budget_caption, format_count
 from analysis.report_paper import paper_section
@@ -43,8 +43,8 @@ DESCRIPTIONS = {
                            "every seed a marker, the mean over seeds a line (the paper's Figure 7).",
     "induction_curves": "Test induction success (%) against training tokens at every eval (the run folders' "
                         "eval.json), one panel per size, one colour per n; every seed a thin line, the mean over "
-                        "seeds a thick line; the dotted line is the 10% threshold of tokens to induction.",
-    "tokens_to_induction": "Training tokens until test induction success first reached 10%, against non-embedding "
+                        "seeds a thick line; the dotted line is the {threshold} threshold of tokens to induction.",
+    "tokens_to_induction": "Training tokens until test induction success first reached {threshold}, against non-embedding "
                            "parameters, by n: every seed a marker, the mean of the runs that reached it with its 95% "
                            "interval; runs that never reached it sit at the top edge (\"not reached\").",
     "accuracy_vs_ops": "Exact-match accuracy (%) against the number of operations m, one panel per size, one "
@@ -58,15 +58,19 @@ DESCRIPTIONS = {
 }
 
 
-def _description(figure: str) -> str:
+def _description(figure: str, threshold: float = 0.1) -> str:
     """The caption under a figure in the report (any task's accuracy-vs-difficulty figure has one).
+
+    ``threshold``: the runs' tokens-to-induction threshold, named in the induction captions.
 
     Example:
         >>> _description("accuracy_vs_length").startswith("Exact-match accuracy (%) against the task's difficulty")
         True
+        >>> "reached 5%," in _description("tokens_to_induction", 0.05)
+        True
     """
     if figure in DESCRIPTIONS:
-        return DESCRIPTIONS[figure]
+        return DESCRIPTIONS[figure].replace("{threshold}", f"{100 * threshold:g}%")
     if figure.startswith("accuracy_vs_"):
         return ("Exact-match accuracy (%) against the task's difficulty, one panel per size, one colour per n; "
                 "the out-of-domain values (the task's declared ood slices) are shaded.")
@@ -216,6 +220,8 @@ def milestone_lines(frame: pd.DataFrame, run_root=None) -> list[str]:
         ...                   "trial": [0, 1], "milestone:tokens_to_induction": [1e6, float("inf")]})
         >>> milestone_lines(f)[-1].splitlines()[-1]
         '| 1M | 2 | 1 of 2 | 1.0M | n/a (1 seed) |'
+        >>> "was at least 5% " in milestone_lines(f.assign(**{"milestone:threshold": 0.05}))[0]  # the runs' threshold
+        True
     """
     ms = run_milestones(frame, run_root)
     if ms.empty:
@@ -230,7 +236,8 @@ def milestone_lines(frame: pd.DataFrame, run_root=None) -> list[str]:
              f"[{paper.format_tokens(max(r['lo'], 0))}, {paper.format_tokens(r['hi'])}]"]
             for _, r in summary.iterrows()]
     never = int(summary["not_reached"].sum())
-    return [f"Training tokens at the first eval whose test induction success was at least 10% (the runs' "
+    return [f"Training tokens at the first eval whose test induction success was at least "
+            f"{100 * milestone_threshold(frame):g}% (the runs' "
             f"`milestones`). Mean and 95% interval over the runs that reached it; {never} of {len(ms)} runs never "
             "did within their budget.", "",
             _table(["size", "n", "reached", "mean tokens", "95% interval"], rows)]
@@ -458,7 +465,7 @@ def render(data: StudyData, frame: pd.DataFrame, *, figures: dict, skipped: list
     if not figures:
         out += ["No figure was drawn.", ""]
     for name, files in figures.items():
-        out += [f"### {name.replace('_', ' ')}", "", _description(name.split(" [")[0]), ""]
+        out += [f"### {name.replace('_', ' ')}", "", _description(name.split(" [")[0], milestone_threshold(data.frame)), ""]
         for png in [f for f in files if f.suffix == ".png"]:
             rel = os.path.relpath(Path(png).resolve(), base)
             extras = [os.path.relpath(Path(png).with_suffix(s).resolve(), base) for s in (".pdf", ".csv")]
