@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from lab.config import MAX_SEED
+from lab.config import HEAD_KINDS, MAX_SEED
 from lab.errors import UserError
 from lab.paths import atomic_write_text, check_output_dir, check_output_file
 from lab.shorthands import SHORTHANDS
@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
     s.add_argument("--size", help="1M 3M 10M 30M 100M 300M 1B, or custom with --set model.d_model=...")
     s.add_argument("--n", help="number of future tokens predicted (heads)")
-    s.add_argument("--head-kind", help="parallel | linear | causal | anticausal | sequential")
+    s.add_argument("--head-kind", help=" | ".join(HEAD_KINDS))
     s.add_argument("--heads-on-top", action="store_true", help="add the n-1 extra heads on top (no parameter matching)")
     s.add_argument("--loss-weights", help="per-head loss weights, e.g. 1,0.5,0.5,0.5")
     s.add_argument("--init-from", metavar="RUN_DIR",
