@@ -314,9 +314,19 @@ def evaluate_run(config: RunConfig, task, data, model, device, *, limit: int | N
 
 
 def _is_better(value, best, direction: str) -> bool:
+    """Whether an eval's value replaces the best so far; a tie goes to the later (more trained) eval.
+
+    With ties kept by the earlier eval, a run whose objective stays at 0 would
+    report its first eval's checkpoint; with ties to the later one it reports
+    the latest of the tied checkpoints.
+
+    Example:
+        >>> _is_better(0.0, 0.0, "maximize"), _is_better(0.1, 0.2, "maximize"), _is_better(0.1, 0.2, "minimize")
+        (True, False, True)
+    """
     if best is None:
         return True
-    return value > best if direction == "maximize" else value < best
+    return value >= best if direction == "maximize" else value <= best
 
 
 class _Run:
