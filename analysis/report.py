@@ -464,8 +464,9 @@ def render(data: StudyData, frame: pd.DataFrame, *, figures: dict, skipped: list
             "its metrics come from. Each is also saved as PDF, with a CSV of exactly the numbers drawn.", ""]
     if not figures:
         out += ["No figure was drawn.", ""]
+    threshold = milestone_threshold(data.frame)
     for name, files in figures.items():
-        out += [f"### {name.replace('_', ' ')}", "", _description(name.split(" [")[0], milestone_threshold(data.frame)), ""]
+        out += [f"### {name.replace('_', ' ')}", "", _description(name.split(" [")[0], threshold), ""]
         for png in [f for f in files if f.suffix == ".png"]:
             rel = os.path.relpath(Path(png).resolve(), base)
             extras = [os.path.relpath(Path(png).with_suffix(s).resolve(), base) for s in (".pdf", ".csv")]

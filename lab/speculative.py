@@ -336,6 +336,7 @@ class _SequentialEngine(_Engine):
         self.z = [None] + [torch.zeros(batch, room, d, device=self.device, dtype=self.dtype)
                            for _ in range(1, k)]  # z[j]: states of module j (1-based), j < k
         self.exact = torch.zeros(k + 1, batch, dtype=torch.long, device=self.device)  # exact[j]: per row
+        self.offsets = torch.arange(room, device=self.device)  # 0, 1, ...: sliced by _put and _window (no new tensor)
 
     def forward(self, block):
         m = self.model
@@ -346,13 +347,13 @@ class _SequentialEngine(_Engine):
 
     def _put(self, buf, start, values):
         """buf[b, start[b] + i] = values[b, i] (a scatter along dim 1): buf (B, room[, d]), values (B, T[, d])."""
-        index = (start[:, None] + torch.arange(values.shape[1], device=self.device))  # (B, T)
+        index = start[:, None] + self.offsets[:values.shape[1]]  # (B, T)
         index = index.view(*index.shape, *[1] * (values.dim() - 2)).expand_as(values)
         buf.scatter_(1, index, values)
 
     def _window(self, buf, start, width):
         """buf[b, start[b] : start[b] + width] for every row b: (B, width[, d])."""
-        index = start[:, None] + torch.arange(width, device=self.device)  # (B, width)
+        index = start[:, None] + self.offsets[:width]  # (B, width)
         return buf[self.rows[:, None], index]
 
     def accept(self, n, nxt):

@@ -59,12 +59,10 @@ def cmd_run(args) -> int:
     from sweeps.spec import load_spec
     from sweeps.storage import resolve_storage
 
-    from sweeps.multiproc import plan_workers
-
     gpus = parse_gpus(args.gpus)
-    plan = plan_workers(args.workers, gpus, gpus_per_trial=args.gpus_per_trial, procs_per_trial=args.procs_per_trial)
     spec = load_spec(args.spec, study=args.study)  # everything is validated before storage is touched
-    rc = run_sweep(spec, storage=args.storage, runs_root=Path(args.runs), workers=plan.workers, gpus=gpus,
+    # run_sweep plans the workers (sweeps.multiproc.plan_workers) before it touches the storage
+    rc = run_sweep(spec, storage=args.storage, runs_root=Path(args.runs), workers=args.workers, gpus=gpus,
                    gpus_per_trial=args.gpus_per_trial, procs_per_trial=args.procs_per_trial,
                    retry_failed=args.retry_failed, out=lambda *a: print(*a, flush=True))
     print_results(spec, resolve_storage(args.storage, spec.storage, Path(args.runs), spec.study))
