@@ -63,6 +63,7 @@ import numpy as np
 import torch
 
 from lab.config import SEQUENTIAL_KINDS
+from lab.model import KVCache
 
 EXACT_LIMIT = 512  # marginalize exactly when there are at most this many intermediate paths (V^(k-1))
 DEFAULT_TOP_M = 16  # otherwise: the m most likely tokens at each intermediate step
@@ -83,6 +84,9 @@ class SharedPrefix:
 
     def __init__(self, cache, length: int):
         self.cache, self.length = cache, length
+        self._mask = None  # block_mask's, as KVCache's
+
+    block_mask = KVCache.block_mask  # the causal mask of T new queries past the prefix
 
     def update(self, slot: int, k, v):
         B = k.shape[0]

@@ -183,6 +183,7 @@ class KVCache:
         self.length: int | torch.Tensor = 0  # positions filled (same for every block after a forward)
         self.max_len = max_len
         self._rows = None  # per-row lengths: (T, positions, mask, end) of the last rows(T), until the next seek
+        self._mask = None  # int length: the causal mask of the last block_mask(T), until the next seek
 
     def rows(self, T: int):
         """Per-row lengths: positions (B, T) of T new tokens, the mask (B, 1, T, end) of the slots they see, end.
@@ -200,6 +201,19 @@ class KVCache:
             mask = torch.arange(end, device=length.device) <= pos[:, :, None]  # (B, T, end), True = may attend
             self._rows = (T, pos, mask[:, None], end)  # the mask broadcast over heads
         return self._rows[1:]
+
+    def block_mask(self, T: int, device):
+        """The (T, length + T) causal mask of T new queries at positions length.. (int length), built once per seek.
+
+        Example:
+            >>> c = KVCache(1, 1, 1, 2, 8, "cpu", torch.float32)
+            >>> c.seek(2)
+            >>> c.block_mask(2, "cpu").int().tolist()
+            [[1, 1, 1, 0], [1, 1, 1, 1]]
+        """
+        if self._mask is None or self._mask.shape[0] != T:
+            self._mask = torch.ones(T, self.length + T, dtype=torch.bool, device=device).tril(diagonal=self.length)
+        return self._mask
 
     def update(self, slot: int, k, v):
         """Write k, v (B, H, T, hd) at positions length..length+T (per row); return all slots so far."""
@@ -225,7 +239,7 @@ class KVCache:
         plain slices and the causal mask, the same attention as the per-row
         mask, without its cost.
         """
-        self._rows = None
+        self._rows = self._mask = None
         if isinstance(length, torch.Tensor):
             # the longest row bounds the slots attended (one sync per seek)
             low, self._max = torch.stack(length.aminmax()).tolist() if length.numel() > 1 else [int(length)] * 2
@@ -265,10 +279,8 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         elif T == 1:
             y = F.scaled_dot_product_attention(q, k, v)  # one new query sees all cached keys
-        else:
-            # T new queries at positions past..past+T-1: query i sees keys 0..past+i.
-            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:  # T new queries at positions past..past+T-1: query i sees keys 0..past+i (one mask for every layer)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=cache.block_mask(T, x.device))
         return self.proj(y.transpose(1, 2).reshape(B, T, d))
 
 

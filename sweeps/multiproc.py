@@ -96,6 +96,8 @@ def plan_workers(workers: int | None, gpus: list[str], *, gpus_per_trial: int | 
     Example:
         >>> plan_workers(None, ["3", "5"])
         Plan(workers=2, procs=1, groups=['3', '5'], threads=0, hide_gpus=False)
+        >>> plan_workers(2, [], cores=2)  # CPU workers: one thread each on a 2-core host (or affinity mask)
+        Plan(workers=2, procs=1, groups=[], threads=1, hide_gpus=False)
         >>> plan_workers(1, [], procs_per_trial=2, cores=2)
         Plan(workers=1, procs=2, groups=[], threads=1, hide_gpus=True)
         >>> plan_workers(None, ["0", "1", "2"], gpus_per_trial=2)
@@ -123,7 +125,9 @@ def plan_workers(workers: int | None, gpus: list[str], *, gpus_per_trial: int | 
         return Plan(workers, procs_per_trial, [], max(1, cores // (workers * procs_per_trial)), True)
     if gpus_per_trial is None:
         workers = workers if workers is not None else (len(gpus) or 1)
-        return Plan(workers, 1, [gpus[i % len(gpus)] for i in range(workers)] if gpus else [])
+        if gpus:
+            return Plan(workers, 1, [gpus[i % len(gpus)] for i in range(workers)])
+        return Plan(workers, 1, [], max(1, cores // workers))  # CPU workers share the cores this process may use
     if gpus_per_trial < 1:
         raise UserError(f"--gpus-per-trial must be at least 1, got {gpus_per_trial}")
     given = bool(gpus)
@@ -271,6 +275,8 @@ def train_in_processes(config, folder: Path, *, procs: int, resume: bool, report
         if proc.returncode == 0 and summary_file.is_file():
             return json.loads(summary_file.read_text())
     line = _error_line(list(tail)) or f"exit status {proc.returncode}, no output"
+    if proc.returncode < 0 and not line.startswith("rank "):  # torchrun itself was killed (its ranks then stop)
+        line = f"torchrun was killed ({signal.Signals(-proc.returncode).name})"
     if line.startswith(f"{MARK} (user): "):
         raise UserError(line.split(": ", 1)[1])
     if line.startswith(MARK):

@@ -222,7 +222,9 @@ def run_sweep(spec: SweepSpec, *, storage: str | None = None, runs_root: str | P
 def _run_processes(study, spec, url, runs_root, plan: Plan, progress, out) -> None:
     """Spawn the worker processes and print a line per finished trial until they exit."""
     logs = Path(runs_root) / spec.study / "logs"
-    threads = max(1, (os.cpu_count() or 1) // plan.workers) if not plan.groups else 0
+    # CPU workers share the cores this process may use (plan_workers: its affinity mask); a trial of several
+    # processes sets each one's threads itself
+    threads = plan.threads if plan.procs == 1 else 0
     procs = [_spawn(spec, url, runs_root, i, plan, threads, logs) for i in range(plan.workers)]
     out(f"worker logs: {logs}/")
     try:

@@ -114,3 +114,57 @@ def test_a_combination_that_cannot_fit_is_one_line_exit_2(lab_dir, capsys, case)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("mtplab: error: ") and needle in err, err
     assert not (lab_dir / "runs").exists()  # refused before the storage or a run folder was touched
+
+
+# Loaded by every Python process of the job (PYTHONPATH): at step 3, rank 1 SIGKILLs itself ("rank") or its torchrun
+# agent ("agent"), once (the marker file), as an out-of-memory kill or a dead host would.
+KILL_HOOK = """\
+import os, signal
+if os.environ.get("RANK") == "1" and os.environ.get("MTPLAB_TEST_KILL"):
+    from lab import train
+    who, marker = os.environ["MTPLAB_TEST_KILL"].split(":", 1)
+    original = train._Run.train_step
+
+    def train_step(self, log=True):
+        if self.step == 3 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid() if who == "rank" else os.getppid(), signal.SIGKILL)
+        return original(self, log)
+
+    train._Run.train_step = train_step
+"""
+
+
+@pytest.mark.skipif(host_cores() < 2, reason="2 processes per trial need 2 CPU cores")
+@pytest.mark.parametrize("who, message", [("rank", "rank 1 was killed (SIGKILL)"),
+                                          ("agent", "torchrun was killed (SIGKILL)")])
+def test_a_killed_job_fails_its_trial_with_the_cause_and_the_retry_resumes_it(lab_dir, capsys, monkeypatch, who, message):
+    from optuna.trial import TrialState
+
+    spec = TINY.replace("n: [1, 2]", "n: [2]").replace("max_retries: 0", "max_retries: 1")
+    (lab_dir / "ref.yaml").write_text(spec)
+    assert main(["sweep", "run", "ref.yaml", "--no-report"]) == 0
+    (ref,) = trials("ref")
+
+    hooks = lab_dir / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(KILL_HOOK)
+    monkeypatch.setenv("PYTHONPATH", str(hooks))
+    monkeypatch.setenv("MTPLAB_TEST_KILL", f"{who}:{lab_dir / 'killed'}")
+    (lab_dir / "gpus.yaml").write_text(spec)
+    capsys.readouterr()
+    # A fake device list on the CPU: each trial a torchrun job of 2 processes (gloo, as no GPU is visible).
+    assert main(["sweep", "run", "gpus.yaml", "--gpus", "0,1", "--gpus-per-trial", "2", "--no-report"]) == 0
+    assert (lab_dir / "killed").exists()
+    out = capsys.readouterr().out
+    assert "1 worker x 2 processes per trial" in out, out
+
+    failed = [t for t in trials("gpus") if t.state == TrialState.FAIL]
+    done = [t for t in trials("gpus") if t.state == TrialState.COMPLETE]
+    assert len(failed) == 1 and len(done) == 1  # the cell completed exactly once, after one failed attempt
+    assert message in failed[0].user_attrs["failure"], failed[0].user_attrs["failure"]
+    assert done[0].user_attrs["resumed_from_step"] == 2  # the retry resumed from the step-2 checkpoint
+    assert done[0].value == pytest.approx(ref.value, abs=1e-6)  # and ended as the uninterrupted run
+    assert done[0].user_attrs["step"] == ref.user_attrs["step"]
+    folder = Path(done[0].user_attrs["run_dir"])
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.pt", "config.json", "eval.json", "metrics.jsonl"]
