@@ -91,9 +91,44 @@ def bench_decode(model, prompts: list[list[int]], max_new_tokens: int, *, stop_t
                     "speedup": best["greedy"] / best[k], "tokens_per_forward": s.tokens_per_forward,
                     "forwards": s.forwards, "acceptance": s.acceptance(), "identical": results[k],
                     **decode_ceilings(lengths, k)}
+
+    def clock():
+        sync()
+        return time.perf_counter()
+
+    for k in ks:  # one more pass, each part of the loop timed (a GPU synced at every part: not in the speeds above)
+        s = DecodeStats(clock=clock)
+        spec_pass(k, s)
+        table[k]["profile"] = step_profile(s, best["greedy"] / tokens, table[k]["speedup"])
     return {"greedy": greedy, "k": table, "prompts": len(prompts), "batches": len(batches),
             "batch_size": batch_size, "rows_per_batch": len(prompts) / len(batches), "max_new_tokens": max_new_tokens, "stop_token": stop_token,
             "device": str(device), "head_kind": model.config.head_kind, "n": model.config.n}
+
+
+def step_profile(stats: DecodeStats, greedy_seconds_per_token: float, speedup: float) -> dict[str, float]:
+    """Where a verification step's time goes, from a timed pass (``DecodeStats.clock`` set), in ms per step.
+
+    ``verify_ms``: the forward over the block; ``draft_ms``: making the next
+    drafts (``engine.accept``: for sequential heads, one module pass per
+    depth); ``other_ms``: the loop's own bookkeeping. ``verify_per_greedy``
+    is a verification forward's cost in plain greedy steps (greedy decoding's
+    time per token); ``speedup_free_drafting`` the measured speed-up were the
+    drafting free (its share of the loop removed), a bound on what a faster
+    drafter could give.
+
+    Example:
+        >>> s = DecodeStats(forwards=10)
+        >>> s.seconds.update(prefill=0.001, verify=0.010, draft=0.008, loop=0.020)
+        >>> step_profile(s, 0.0007, 0.9)
+        {'verify_ms': 1.0, 'draft_ms': 0.8, 'other_ms': 0.1, 'verify_per_greedy': 1.43, 'speedup_free_drafting': 1.5}
+    """
+    t, steps = stats.seconds, max(1, stats.forwards)
+    other = t["loop"] - t["prefill"] - t["verify"] - t["draft"]
+    share = t["draft"] / t["loop"] if t["loop"] else 0.0
+    return {"verify_ms": round(1e3 * t["verify"] / steps, 3), "draft_ms": round(1e3 * t["draft"] / steps, 3),
+            "other_ms": round(1e3 * other / steps, 3),
+            "verify_per_greedy": round(t["verify"] / steps / greedy_seconds_per_token, 2),
+            "speedup_free_drafting": round(speedup / (1 - share), 2) if share < 1 else float("inf")}
 
 
 def row_lengths(tokens: torch.Tensor, stop_token: int | None) -> list[int]:
@@ -170,6 +205,14 @@ def format_bench(result: dict) -> str:
                      f"  {r['max_tokens_per_forward']:>19.2f}  {r['max_speedup']:>6.2f}x")
     lines.append("ceiling: every draft accepted and every forward equally costly (the output lengths cap it)")
     lines.append("paper (7B, n=4, code): 3.50 tokens/forward, 3.05x speed-up")
+    profiled = {k: r["profile"] for k, r in result["k"].items() if "profile" in r}
+    if profiled:
+        greedy_ms = 1e3 * result["greedy"]["seconds"] / max(1, result["greedy"]["tokens"])
+        lines.append(f"where a step's time goes (ms per verification step; plain greedy: {greedy_ms:.3f} ms per token):")
+        lines.append("k    verify  drafting     other  verify/greedy step  speed-up if drafting were free")
+        for k, p in profiled.items():
+            lines.append(f"{k:<2} {p['verify_ms']:>8.3f}  {p['draft_ms']:>8.3f}  {p['other_ms']:>8.3f}  "
+                         f"{p['verify_per_greedy']:>17.2f}x  {p['speedup_free_drafting']:>29.2f}x")
     return "\n".join(lines)
 
 

@@ -131,6 +131,11 @@ class DecodeStats:
     prefills: int = 0
     drafted: dict = field(default_factory=lambda: defaultdict(int))
     accepted: dict = field(default_factory=lambda: defaultdict(int))
+    # Set ``clock`` (e.g. time.perf_counter, after a device sync on a GPU) to time the loop's parts: ``seconds``
+    # then sums the prefill, the verification forwards, the drafting (engine.accept: the drafts of the next
+    # block, and for sequential heads their module passes) and the whole loop (``lab.bench_decode``'s breakdown).
+    clock: object = None
+    seconds: dict = field(default_factory=lambda: defaultdict(float))
 
     @property
     def tokens_per_forward(self) -> float:
@@ -464,7 +469,10 @@ def run_loop(engine: _Engine, idx: torch.Tensor, max_new_tokens: int, stop_token
     rows, span = torch.arange(batch, device=device), torch.arange(k, device=device)
     lengths = torch.full((batch,), width, device=device) if lengths is None else lengths.to(device)
     stats.prefills += 1
+    clock = stats.clock or (lambda: 0.0)  # not timed: every part counts 0 s
+    start = clock()
     nxt = engine.forward(idx)[rows, lengths - 1]  # (B,): head 1 after each prompt's last token
+    stats.seconds["prefill"] += clock() - start
     out = idx.new_zeros(batch, max_new_tokens + k)  # row b's tokens in columns 0 .. emitted[b]-1 (+ room for a block)
     out[:, 0] = nxt
     emitted = torch.ones(batch, dtype=torch.long, device=device)  # tokens each row has emitted
@@ -476,10 +484,15 @@ def run_loop(engine: _Engine, idx: torch.Tensor, max_new_tokens: int, stop_token
         need = int(left.max())  # the loop's one sync per step
         if need == 0:
             break
+        t0 = clock()
         drafts = engine.accept(advance, nxt)  # (B, k-1) at each row's last kept position
+        t1 = clock()
         size = min(k, need)  # one block for all rows: never past the longest budget
         block = torch.cat([nxt[:, None], drafts[:, :size - 1]], dim=1)
+        t2 = clock()
         greedy = engine.forward(block)  # (B, size): head 1's token after each block token
+        stats.seconds["draft"] += t1 - t0
+        stats.seconds["verify"] += clock() - t2
         stats.forwards += 1
         # row b accepts its drafts up to the first one head 1 disagrees with; the accepted drafts ARE head 1's
         # tokens, so its new tokens are greedy[b, :agreed + 1] (the drafts and the bonus), cut to its budget
@@ -510,6 +523,7 @@ def run_loop(engine: _Engine, idx: torch.Tensor, max_new_tokens: int, stop_token
         result = result.masked_fill(torch.arange(result.shape[1], device=device) >= emitted[:, None], stop_token)
     stats.advanced += int(emitted.sum()) - batch
     stats.tokens += int(emitted.sum())
+    stats.seconds["loop"] += clock() - start
     return result
 
 

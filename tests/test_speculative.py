@@ -502,6 +502,14 @@ def test_bench_decode_cli(runs, tmp_path, capsys):
     assert result["k"]["1"]["tokens_per_forward"] == 1.0
     assert all(r["tokens_per_forward"] <= r["max_tokens_per_forward"] + 0.005 for r in result["k"].values())
     assert "ceiling" in text
+    # the step breakdown: its parts are non-negative and do not exceed the loop; k = 1 drafts nothing
+    assert "where a step's time goes" in text
+    for k, r in result["k"].items():
+        prof = r["profile"]
+        assert min(prof["verify_ms"], prof["draft_ms"]) >= 0 and prof["verify_per_greedy"] > 0
+        assert prof["speedup_free_drafting"] >= r["speedup"]
+    one = result["k"]["1"]["profile"]
+    assert one["draft_ms"] < 0.5 * one["verify_ms"]  # k = 1 drafts nothing (an empty tensor)
     assert main(["bench", "decode", str(runs["n4"]), "--limit", "3", "--repeats", "1", "--max-new-tokens", "40",
                  "--batch-size", "3", "--heads", "1,4"]) == 0
     assert "(no stop token)" in capsys.readouterr().out
