@@ -163,7 +163,9 @@ def test_a_killed_job_fails_its_trial_with_the_cause_and_the_retry_resumes_it(la
     done = [t for t in trials("gpus") if t.state == TrialState.COMPLETE]
     assert len(failed) == 1 and len(done) == 1  # the cell completed exactly once, after one failed attempt
     assert message in failed[0].user_attrs["failure"], failed[0].user_attrs["failure"]
-    assert done[0].user_attrs["resumed_from_step"] == 2  # the retry resumed from the step-2 checkpoint
+    # the retry resumed from the step-2 checkpoint; with torchrun killed, the ranks may still write step 4's before
+    # they notice (within a second), and the retry resumes from that one
+    assert done[0].user_attrs["resumed_from_step"] == 2 if who == "rank" else done[0].user_attrs["resumed_from_step"] in (2, 4)
     assert done[0].value == pytest.approx(ref.value, abs=1e-6)  # and ended as the uninterrupted run
     assert done[0].user_attrs["step"] == ref.user_attrs["step"]
     folder = Path(done[0].user_attrs["run_dir"])
