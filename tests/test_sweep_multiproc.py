@@ -141,7 +141,9 @@ if os.environ.get("RANK") == "1" and os.environ.get("MTPLAB_TEST_KILL"):
 def test_a_killed_job_fails_its_trial_with_the_cause_and_the_retry_resumes_it(lab_dir, capsys, monkeypatch, who, message):
     from optuna.trial import TrialState
 
-    spec = TINY.replace("n: [1, 2]", "n: [2]").replace("max_retries: 0", "max_retries: 1")
+    # retries 3: a retry launched within a second of the kill has once aborted in gloo's setup (SIGABRT, seen once
+    # in 6 runs); the sweep retries that too, as any failed job
+    spec = TINY.replace("n: [1, 2]", "n: [2]").replace("max_retries: 0", "max_retries: 3")
     (lab_dir / "ref.yaml").write_text(spec)
     assert main(["sweep", "run", "ref.yaml", "--no-report"]) == 0
     (ref,) = trials("ref")
@@ -161,11 +163,12 @@ def test_a_killed_job_fails_its_trial_with_the_cause_and_the_retry_resumes_it(la
 
     failed = [t for t in trials("gpus") if t.state == TrialState.FAIL]
     done = [t for t in trials("gpus") if t.state == TrialState.COMPLETE]
-    assert len(failed) == 1 and len(done) == 1  # the cell completed exactly once, after one failed attempt
-    assert message in failed[0].user_attrs["failure"], failed[0].user_attrs["failure"]
-    # the retry resumed from the step-2 checkpoint; with torchrun killed, the ranks may still write step 4's before
-    # they notice (within a second), and the retry resumes from that one
-    assert done[0].user_attrs["resumed_from_step"] == 2 if who == "rank" else done[0].user_attrs["resumed_from_step"] in (2, 4)
+    assert 1 <= len(failed) <= 3 and len(done) == 1  # the cell completed exactly once, after the failed attempt(s)
+    first = min(failed, key=lambda t: t.number)
+    assert message in first.user_attrs["failure"], first.user_attrs["failure"]
+    # the retry resumed from the step-2 checkpoint; with torchrun killed the ranks may still write step 4's before
+    # they notice (within a second), and a failed retry may have written it: then from that one
+    assert done[0].user_attrs["resumed_from_step"] in (2, 4)
     assert done[0].value == pytest.approx(ref.value, abs=1e-6)  # and ended as the uninterrupted run
     assert done[0].user_attrs["step"] == ref.user_attrs["step"]
     folder = Path(done[0].user_attrs["run_dir"])
