@@ -87,6 +87,7 @@ import functools
 import weakref
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -134,7 +135,7 @@ class DecodeStats:
     # Set ``clock`` (e.g. time.perf_counter, after a device sync on a GPU) to time the loop's parts: ``seconds``
     # then sums the prefill, the verification forwards, the drafting (engine.accept: the drafts of the next
     # block, and for sequential heads their module passes) and the whole loop (``lab.bench_decode``'s breakdown).
-    clock: object = None
+    clock: Callable[[], float] | None = None
     seconds: dict = field(default_factory=lambda: defaultdict(float))
 
     @property

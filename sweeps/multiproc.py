@@ -275,7 +275,7 @@ def train_in_processes(config, folder: Path, *, procs: int, resume: bool, report
         if proc.returncode == 0 and summary_file.is_file():
             return json.loads(summary_file.read_text())
     line = _error_line(list(tail)) or f"exit status {proc.returncode}, no output"
-    if proc.returncode < 0 and not line.startswith("rank "):  # torchrun itself was killed (its ranks then stop)
+    if proc.returncode < 0:  # torchrun itself was killed (a failed rank makes it exit 1); its ranks then stop
         line = f"torchrun was killed ({signal.Signals(-proc.returncode).name})"
     if line.startswith(f"{MARK} (user): "):
         raise UserError(line.split(": ", 1)[1])
