@@ -17,7 +17,7 @@ from lab.decode import length_batches
 from lab.speculative import DecodeStats, check_heads, pad_after_stop, speculative_generate
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def bench_decode(model, prompts: list[list[int]], max_new_tokens: int, *, stop_token: int | None = None,
                  batch_size: int = 1, heads: list[int] | None = None, repeats: int = 3,
                  fused: bool = True) -> dict:

@@ -107,7 +107,7 @@ def run_batched(prompts: list[list[int]], generate, *, stop_token: int | None = 
     return out
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def greedy_generate(model, prompts: list[list[int]], max_new_tokens: int, *, stop_token: int | None = None,
                     batch_size: int = 256, device: torch.device | str | None = None) -> list[list[int]]:
     """Greedy continuation of each prompt with the next-token head (KV cache).

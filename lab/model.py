@@ -115,8 +115,9 @@ class Rotary(nn.Module):
         end = start + length
         if self._table is None or self._table.shape[0] < end or self._table.device != device:
             n = max(end, 2 * (self._table.shape[0] if self._table is not None else 256))
-            angles = torch.outer(torch.arange(n, device=device, dtype=torch.float32), self.inv_freq.to(device))
-            self._table = torch.polar(torch.ones_like(angles), angles)  # (n, hd/2) complex64
+            with torch.inference_mode(False):  # grown while decoding, the table must still serve training
+                angles = torch.outer(torch.arange(n, device=device, dtype=torch.float32), self.inv_freq.to(device))
+                self._table = torch.polar(torch.ones_like(angles), angles)  # (n, hd/2) complex64
         return self._table[start:end]
 
 
@@ -583,7 +584,7 @@ class MTPModel(nn.Module):
         cfg = self.config
         return KVCache(self.n_blocks, batch, cfg.n_heads, cfg.d_model // cfg.n_heads, max_len, p.device, p.dtype)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(self, idx, max_new_tokens: int, stop_token: int | None = None):
         """Greedy decoding with the next-token head and a KV cache.
 

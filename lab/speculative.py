@@ -231,7 +231,7 @@ def stacked_heads(model, k: int) -> StackedHeads:
     """
     mix = list(model.head_mix[:k]) if model.config.head_input == "weighted" else None  # weighted hidden states
     params = [p for head in model.heads[:k] for p in head.parameters()] + (mix or [])
-    key = (k, tuple((id(p), p.data_ptr(), p._version) for p in params))
+    key = (k, tuple((id(p), p.data_ptr(), 0 if p.is_inference() else p._version) for p in params))
     cached = _STACKED.get(model)
     if cached is not None and cached[0] == key:
         return cached[1]
@@ -467,23 +467,23 @@ def run_loop(engine: _Engine, idx: torch.Tensor, max_new_tokens: int, stop_token
     batch, width = idx.shape
     k, device = engine.k, idx.device
     stats = stats if stats is not None else DecodeStats()
-    rows, span = torch.arange(batch, device=device), torch.arange(k, device=device)
+    rows = torch.arange(batch, device=device)
     lengths = torch.full((batch,), width, device=device) if lengths is None else lengths.to(device)
     stats.prefills += 1
     clock = stats.clock or (lambda: 0.0)  # not timed: every part counts 0 s
     start = clock()
     nxt = engine.forward(idx)[rows, lengths - 1]  # (B,): head 1 after each prompt's last token
     stats.seconds["prefill"] += clock() - start
-    out = idx.new_zeros(batch, max_new_tokens + k)  # row b's tokens in columns 0 .. emitted[b]-1 (+ room for a block)
-    out[:, 0] = nxt
-    emitted = torch.ones(batch, dtype=torch.long, device=device)  # tokens each row has emitted
-    done = nxt == stop_token if stop_token is not None else torch.zeros(batch, dtype=torch.bool, device=device)
-    verified: list[tuple[torch.Tensor, torch.Tensor]] = []  # per step: drafts each row accepted, and verified
+    # The bookkeeping is on the host, in Python ints: per step it reads the block and head 1's tokens once
+    # (the loop's one sync) and hands the engine two small tensors back. A row's dozen tensor ops would cost
+    # more than a small model's layer on a CPU, and a GPU needs the sync anyway to size the next block.
+    out = [[t] for t in nxt.tolist()]  # each row's emitted tokens
+    done = [r[0] == stop_token for r in out]  # a row that has met its stop token (none: never)
     advance = lengths  # positions each row keeps of what the engine ran last (the prompt, then its block)
     while True:
-        left = (max_new_tokens - emitted).masked_fill(done, 0)  # (B,) tokens each row may still emit
-        need = int(left.max())  # the loop's one sync per step
-        if need == 0:
+        left = [0 if d else max_new_tokens - len(o) for o, d in zip(out, done)]  # tokens each row may still emit
+        need = max(left)
+        if need <= 0:
             break
         t0 = clock()
         drafts = engine.accept(advance, nxt)  # (B, k-1) at each row's last kept position
@@ -493,42 +493,40 @@ def run_loop(engine: _Engine, idx: torch.Tensor, max_new_tokens: int, stop_token
         t2 = clock()
         greedy = engine.forward(block)  # (B, size): head 1's token after each block token
         stats.seconds["draft"] += t1 - t0
-        stats.seconds["verify"] += clock() - t2
         stats.forwards += 1
-        # row b accepts its drafts up to the first one head 1 disagrees with; the accepted drafts ARE head 1's
-        # tokens, so its new tokens are greedy[b, :agreed + 1] (the drafts and the bonus), cut to its budget
-        agreed = (block[:, 1:] == greedy[:, :-1]).long().cumprod(dim=1).sum(dim=1)  # (B,)
-        take = torch.minimum(agreed + 1, left)  # 0 for a row that has finished
-        if stop_token is not None:  # a row ends at its first stop token among the new ones
-            hit = (greedy == stop_token) & (span[:size] < take[:, None])
-            stopped = hit.any(dim=1)
-            take = torch.where(stopped, hit.long().argmax(dim=1) + 1, take)
-            done = done | stopped
-        verified.append((agreed, left.clamp(max=size) - 1))  # (B,) each: the row's drafts within its budget (-1: done)
-        out.scatter_(1, emitted[:, None] + span[:size], greedy)  # past a row's take: overwritten or cut below
-        emitted += take
-        nxt = greedy[rows, (take - 1).clamp(min=0)]  # head 1 after each row's last kept position (finished: unused)
-        advance = take
-    if verified:  # head i+2's draft was verified where a row still decoding had it within its budget and
-        # had accepted the i drafts before it; accepted where it was verified and matched
-        agreed, budget = (torch.stack(t) for t in zip(*verified))  # (steps, B)
-        i = span[:k - 1, None, None]
-        drafted = ((i < budget) & (agreed >= i)).sum(dim=(1, 2)).tolist()
-        accepted = ((i < budget) & (agreed > i)).sum(dim=(1, 2)).tolist()
-        for i in range(k - 1):
-            stats.drafted[i + 2] += drafted[i]
-            stats.accepted[i + 2] += accepted[i]
-        stats.row_forwards += int((budget >= 0).sum())  # rows still decoding, over the forwards
-    result = out[:, :int(emitted.max())]
-    if stop_token is not None:  # a stopped row stays stopped
-        result = result.masked_fill(torch.arange(result.shape[1], device=device) >= emitted[:, None], stop_token)
-    stats.advanced += int(emitted.sum()) - batch
-    stats.tokens += int(emitted.sum())
+        both = torch.stack([block, greedy]).tolist()  # the step's one sync
+        stats.seconds["verify"] += clock() - t2
+        take = []
+        for r, (drafted, verified) in enumerate(zip(*both)):
+            # row r accepts its drafts up to the first one head 1 disagrees with; the accepted drafts ARE
+            # head 1's tokens, so its new tokens are verified[:agreed + 1] (the drafts and the bonus), cut to
+            # its budget and after its first stop token
+            agreed = 0
+            while agreed < size - 1 and drafted[agreed + 1] == verified[agreed]:
+                agreed += 1
+            new = verified[:min(agreed + 1, left[r])]
+            if stop_token in new:
+                new, done[r] = new[:new.index(stop_token) + 1], True
+            out[r] += new
+            take.append(len(new))
+            budget = min(left[r], size) - 1  # the row's drafts within its budget (-1: it had finished)
+            if budget >= 0:
+                stats.row_forwards += 1
+                for i in range(budget):  # head i+2's draft was verified where the i before it were accepted
+                    if agreed >= i:
+                        stats.drafted[i + 2] += 1
+                        stats.accepted[i + 2] += agreed > i
+        advance = torch.tensor(take, device=device)
+        nxt = greedy[rows, (advance - 1).clamp(min=0)]  # head 1 after each row's last kept position (finished: unused)
+    wide = max(len(o) for o in out)  # rows that stopped early are padded with the stop token (none: all full)
+    result = torch.tensor([o + [stop_token] * (wide - len(o)) for o in out], dtype=idx.dtype, device=device)
+    stats.advanced += sum(len(o) for o in out) - batch
+    stats.tokens += sum(len(o) for o in out)
     stats.seconds["loop"] += clock() - start
     return result
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def speculative_generate(model, idx: torch.Tensor, max_new_tokens: int, *, heads: int | None = None,
                          stop_token: int | None = None, stats: DecodeStats | None = None,
                          fused: bool = True, lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -592,7 +590,7 @@ def pad_after_stop(tokens: torch.Tensor, stop_token: int | None) -> torch.Tensor
     return tokens.masked_fill(after.bool(), stop_token)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def speculative_decode(model, prompts: list[list[int]], max_new_tokens: int, *, heads: int | None = None,
                        stop_token: int | None = None, batch_size: int = 64, stats: DecodeStats | None = None,
                        fused: bool = True) -> list[list[int]]:
@@ -618,7 +616,7 @@ def speculative_decode(model, prompts: list[list[int]], max_new_tokens: int, *, 
                        device=next(model.parameters()).device, padded=True)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def uncached_greedy(model, idx: torch.Tensor, max_new_tokens: int, stop_token: int | None = None) -> torch.Tensor:
     """Greedy decoding that re-runs the whole sequence at every step (no KV cache): the reference.
 

@@ -375,6 +375,22 @@ def test_batched_rows_match_single_rows():
         assert torch.equal(spec.speculative_generate(model, x[row:row + 1], 30)[0], both[row])
 
 
+def test_decoding_in_inference_mode_leaves_the_model_trainable():
+    """Decoding runs under torch.inference_mode; positions past the RoPE table grow it there, and training
+    (a backward through the grown table) must still work afterwards, with the same gradients."""
+    model = _model("sequential_shared", n=2, seed=6).train()
+    x = torch.randint(0, V, (2, 8))
+    sum(logits.sum() for logits in model(x)).backward()
+    before = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    rows = model.rope._table.shape[0]
+    spec.speculative_generate(model.eval(), torch.randint(0, V, (1, rows - 2)), 8)  # past the table's end
+    assert model.rope._table.shape[0] > rows and not model.rope._table.is_inference()
+    sum(logits.sum() for logits in model.train()(x)).backward()
+    for a, p in zip(before, model.parameters()):
+        torch.testing.assert_close(p.grad, a)
+
+
 def test_per_row_cache_attends_only_to_its_own_slots():
     """A KV cache with per-row lengths: each row's attention equals that row run alone with a plain cache."""
     model = _model("parallel", n=2, seed=2)
