@@ -497,12 +497,12 @@ def run_loop(engine: _Engine, idx: torch.Tensor, max_new_tokens: int, stop_token
         both = torch.stack([block, greedy]).tolist()  # the step's one sync
         stats.seconds["verify"] += clock() - t2
         take = []
-        for r, (drafted, verified) in enumerate(zip(*both)):
+        for r, (ran, verified) in enumerate(zip(*both)):  # row r's block (x, drafts) and head 1 after each
             # row r accepts its drafts up to the first one head 1 disagrees with; the accepted drafts ARE
             # head 1's tokens, so its new tokens are verified[:agreed + 1] (the drafts and the bonus), cut to
             # its budget and after its first stop token
             agreed = 0
-            while agreed < size - 1 and drafted[agreed + 1] == verified[agreed]:
+            while agreed < size - 1 and ran[agreed + 1] == verified[agreed]:
                 agreed += 1
             new = verified[:min(agreed + 1, left[r])]
             if stop_token in new:
@@ -515,7 +515,7 @@ def run_loop(engine: _Engine, idx: torch.Tensor, max_new_tokens: int, stop_token
                 for i in range(budget):  # head i+2's draft was verified where the i before it were accepted
                     if agreed >= i:
                         stats.drafted[i + 2] += 1
-                        stats.accepted[i + 2] += agreed > i
+                        stats.accepted[i + 2] += int(agreed > i)
         advance = torch.tensor(take, device=device)
         nxt = greedy[rows, (advance - 1).clamp(min=0)]  # head 1 after each row's last kept position (finished: unused)
     wide = max(len(o) for o in out)  # rows that stopped early are padded with the stop token (none: all full)
