@@ -47,6 +47,8 @@ Which head kinds can draft (all of them):
   after the other. A module's cache entry at position p is exact once
   x[p+k-1] is accepted; until then it holds a draft-based entry and is
   recomputed each step (a short lag of k-1 positions per module).
+  ``sequential_shared`` is the same with one module applied at every depth
+  (its own KV-cache slot per depth).
 
 Tokens per forward: the prefill emits a row's first token; every forward after
 it emits 1 + (accepted drafts) tokens in each row still decoding, so
