@@ -150,6 +150,9 @@ def task_prompts(task, records: list[dict], enc) -> tuple[list[list[int]], int |
     custom = getattr(task, "prompt_tokens", None)
     prompts, stop, longest = [], None, 1
     for rec in records:
+        if not custom and "prompt" not in rec:
+            raise UserError(f"the {getattr(task, 'name', 'task')} task's test records have no prompt and answer "
+                            f"(its texts are continued instead); use --mode continue")
         prompts.append(custom(rec, enc) if custom else [enc.eot_token] + enc.encode_ordinary(rec["prompt"]))
         answer = rec.get("answer", "")
         doc = task.document(rec)

@@ -53,7 +53,8 @@ def add_parser(sub, bench_sub) -> None:
     s.add_argument("--prompts-file", help="a text file with one prompt per line")
     s.add_argument("--heads", type=int, help="k: heads used (1 = plain greedy; default: all n)")
     s.add_argument("--max-new-tokens", type=int, default=64, help="new tokens per prompt at most (default 64)")
-    s.add_argument("--stop", help="stop after this text (one token; default: the task's answer end, \\n for polyarith)")
+    s.add_argument("--stop", help="stop after this text (one token; default: the task's answer end, \\n for polyarith; "
+                   "the end-of-text token for tasks whose texts are continued, as induction's stories)")
     s.add_argument("--no-stop", action="store_true", help="never stop early: always decode --max-new-tokens")
     s.add_argument("--no-eot", action="store_true",
                    help="do not put the end-of-text token before each prompt (the tasks' evaluation does)")
@@ -144,6 +145,8 @@ def _stop_token(args, task, data) -> int | None:
         if len(ids) != 1:
             raise UserError(f"--stop must be exactly one token; {args.stop!r} is {len(ids)} tokens")
         return ids[0]
+    if getattr(task, "decode_mode", "answers") == "continue":
+        return data.enc.eot_token  # a continued text (a story) ends where its document does
     return task_prompts(task, data.test[:1], data.enc)[1] if data.test else None
 
 

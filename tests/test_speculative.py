@@ -11,7 +11,7 @@ from lab import speculative as spec
 from lab import train as train_mod
 from lab.agreement import agreement_windows, head_agreement
 from lab.bench_decode import decode_ceilings, row_lengths
-from lab.cli import main
+from lab.cli import build_parser, main
 from lab.config import HEAD_KINDS, ModelConfig, build_run_config
 from lab.decode import greedy_generate, pick, task_prompts
 from lab.model import Block, MTPModel, StackedHeads
@@ -463,6 +463,13 @@ def runs(tmp_path_factory):
             "train.lr": 3e-3, "train.warmup_steps": 3, "train.progress": False, "train.device": "cpu"})
         train_mod.run(cfg, root / name, quiet=True)
         out[name] = root / name
+    cfg = build_run_config(registry.get("induction"), {  # stories: continued, no prompt/answer records
+        "task.train_stories": 300, "task.test_stories": 10, "task.valid_stories": 10, "task.vocab_size": 400,
+        "model.size": "custom", "model.d_model": 32, "model.layers": 3, "model.n_heads": 2, "model.n": 2,
+        "model.head_kind": "linear", "train.steps": 1, "train.batch_tokens": 512, "train.context": 64,
+        "train.progress": False, "train.device": "cpu"})
+    train_mod.run(cfg, root / "ind", quiet=True)
+    out["ind"] = root / "ind"
     yield out
     mp.undo()
 
@@ -497,6 +504,18 @@ def test_decode_cli(runs, capsys):
     lines = captured.out.splitlines()
     assert len(lines) == 2 and all(line.endswith("\\n") or len(line) <= 64 for line in lines)
     assert "tokens per forward" in captured.err and "identical" in captured.err
+
+
+def test_decode_cli_on_stories_stops_at_the_end_of_text(runs, capsys):
+    """A task whose texts are continued (induction) has no answer end: decode stops at the end-of-text token."""
+    from lab.speculative_cli import _stop_token
+
+    config, task, data, model, _ = train_mod.load_run(runs["ind"], torch.device("cpu"))
+    args = build_parser().parse_args(["decode", str(runs["ind"]), "--prompt", "x"])
+    assert _stop_token(args, task, data) == data.enc.eot_token
+    assert main(["decode", str(runs["ind"]), "--prompt", "Once upon a time", "--max-new-tokens", "12",
+                 "--check"]) == 0
+    assert "identical" in capsys.readouterr().err
 
 
 def test_decode_cli_prompts_file_and_no_stop(runs, tmp_path, capsys):
@@ -589,6 +608,7 @@ def test_default_workload_is_the_task_s_and_fits_the_context():
      "past the model's context of 64"),
     (["bench", "decode", "{n4}", "--prompt-tokens", "8"], "is for --mode continue"),
     (["bench", "decode", "{n4}", "--mode", "sideways"], "invalid choice"),
+    (["bench", "decode", "{ind}", "--mode", "answers"], "have no prompt and answer (its texts are continued"),
     (["decode", "{n1}", "--prompt", "1="], "n=1"),
     (["decode", "{n4}", "--prompt", "1=", "--heads", "5"], "larger than the model's n=4"),
     (["decode", "{n4}", "--prompt", "1" * 80], "longer than the model's context of 64"),
