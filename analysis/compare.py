@@ -122,12 +122,36 @@ def group_values(groups: list[Group], metric: str, checkpoint: str = "final") ->
     return pd.DataFrame(rows)
 
 
-def _pct(x: float, signed: bool = False) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:{'+' if signed else ''}.1f}"
+NOT_FRACTIONS = ("loss", "gap", "tokens_per_forward", "positions", "tokens", "seconds")  # metric names never in %
+
+
+def in_percent(frame: pd.DataFrame) -> bool:
+    """Whether the values are fractions, shown in percent: all in [0, 1], and no metric a loss, a gap or a count.
+
+    Example:
+        >>> in_percent(pd.DataFrame({"metric": ["induction_success"], "value": [0.4]}))
+        True
+        >>> in_percent(pd.DataFrame({"metric": ["loss/heldout"], "value": [0.9]}))
+        False
+    """
+    fractions = frame["value"].dropna().between(0, 1).all()
+    return bool(fractions) and not any(word in m for m in set(frame["metric"]) for word in NOT_FRACTIONS)
+
+
+def _number(percent: bool):
+    """x -> text: in percent with one decimal (fractions), else four significant digits; signed for differences."""
+    def fmt(x: float, signed: bool = False) -> str:
+        if x is None or (isinstance(x, float) and math.isnan(x)):
+            return "n/a"
+        return f"{100 * x:{'+' if signed else ''}.1f}" if percent else f"{x:{'+' if signed else ''}.4g}"
+    return fmt
 
 
 def compare_table(frame: pd.DataFrame, baseline: str | None = None) -> str:
-    """Markdown: per group, mean [95% interval] in percent, per-run values, tokens; minus the baseline if given.
+    """Markdown: per group, mean [95% interval], per-run values, tokens; minus the baseline if given.
+
+    Fractions (accuracies, success rates) are in percent, other metrics (losses, tokens per forward) as they are
+    (:func:`in_percent`).
 
     Example:
         >>> f = pd.DataFrame({"group": ["a", "a"], "run": ["r0", "r1"], "metric": "m", "value": [0.2, 0.4],
@@ -145,12 +169,14 @@ def compare_table(frame: pd.DataFrame, baseline: str | None = None) -> str:
         rule += "---|---|---|"
     lines = [head, rule]
     base = frame[frame["group"] == baseline]["value"] if baseline else None
+    percent = in_percent(frame)
+    num, unit = _number(percent), "%" if percent else ""
     for g in groups:
         sub = frame[frame["group"] == g]
         mean, lo, hi, k = mean_interval(sub["value"])
         tokens = sub["tokens"].median()
-        line = (f"| {g} | {sub['metric'].iloc[0]} | {k} | {_pct(mean)}% [{_pct(lo)}, {_pct(hi)}] | "
-                f"{', '.join(_pct(v) for v in sub['value'])} | {'n/a' if math.isnan(tokens) else f'{tokens:,.0f}'} |")
+        line = (f"| {g} | {sub['metric'].iloc[0]} | {k} | {num(mean)}{unit} [{num(lo)}, {num(hi)}] | "
+                f"{', '.join(num(v) for v in sub['value'])} | {'n/a' if math.isnan(tokens) else f'{tokens:,.0f}'} |")
         if baseline:
             if g == baseline:
                 line += " | | |"
@@ -158,7 +184,7 @@ def compare_table(frame: pd.DataFrame, baseline: str | None = None) -> str:
                 c = welch(sub["value"], base)
                 p = "n/a" if c.p is None else f"{c.p:.3f}"
                 perm = "n/a" if c.p_perm is None else f"{c.p_perm:.2f}"
-                line += f" {_pct(c.diff, True)} [{_pct(c.lo, True)}, {_pct(c.hi, True)}] | {p} | {perm} |"
+                line += f" {num(c.diff, True)} [{num(c.lo, True)}, {num(c.hi, True)}] | {p} | {perm} |"
         lines.append(line)
     return "\n".join(lines)
 
@@ -178,11 +204,12 @@ def draw_compare(frame: pd.DataFrame, out, *, title: str = "") -> list[Path]:
     from analysis.plotkit import _style
 
     groups = list(dict.fromkeys(frame["group"]))
+    scale = 100 if in_percent(frame) else 1
     with _style():
         fig = Figure(figsize=(9.0, 0.5 * len(groups) + 1.8))
         ax = fig.subplots()
         for y, g in enumerate(groups):
-            values = frame[frame["group"] == g]["value"] * 100
+            values = frame[frame["group"] == g]["value"] * scale
             mean, lo, hi, _ = mean_interval(values)
             if not math.isnan(lo):
                 ax.plot([lo, hi], [y, y], color="C0", lw=2.2, zorder=2)
@@ -191,7 +218,8 @@ def draw_compare(frame: pd.DataFrame, out, *, title: str = "") -> list[Path]:
         ax.set_yticks(range(len(groups)), groups)
         ax.invert_yaxis()
         metrics = list(dict.fromkeys(frame["metric"]))
-        ax.set_xlabel(f"{' / '.join(metrics)} (%)\nruns (grey), mean (diamond) and its 95% t-interval", fontsize=9)
+        ax.set_xlabel(f"{' / '.join(metrics)}{' (%)' if scale == 100 else ''}\n"
+                      "runs (grey), mean (diamond) and its 95% t-interval", fontsize=9)
         if title:
             ax.set_title(textwrap.fill(title, 80), fontsize=10.5)
         fig.tight_layout()

@@ -44,6 +44,20 @@ def test_compare_table_means_intervals_and_welch_against_the_baseline(tmp_path, 
     assert (tmp_path / "fig.png").stat().st_size > 1000 and (tmp_path / "fig.csv").read_text().count("\n") == 4
 
 
+def test_losses_and_tokens_per_forward_are_not_percentages(tmp_path, capsys):
+    """Only fractions are shown in percent: a loss of 0.9 or 2.3 tokens per forward stays what it is."""
+    for i, (loss, tpf) in enumerate(((0.90, 2.30), (0.94, 2.34))):
+        _run(tmp_path / "a", f"s{i}", loss, metric="loss/heldout")
+        _run(tmp_path / "t", f"s{i}", tpf, metric="agreement/tokens_per_forward")
+    for group, metric, mean in (("a", "loss/heldout", "| 0.92 [0.6659, 1.174] | 0.9, 0.94 |"),
+                                ("t", "agreement/tokens_per_forward", "| 2.32 [2.066, 2.574] | 2.3, 2.34 |")):
+        assert main(["compare", "--group", "G", f"{tmp_path}/{group}/*", "--metric", metric,
+                     "--figure", str(tmp_path / f"{group}.png")]) == 0
+        out = capsys.readouterr().out
+        assert mean in out and "%" not in out.split("\n")[2], out
+    assert (tmp_path / "t.png").stat().st_size > 1000
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--group", "nolabel"], "give LABEL GLOB or LABEL GLOB METRIC"),
     (["--group", "A", "{root}/a/*", "acc", "x"], "give LABEL GLOB or LABEL GLOB METRIC"),
