@@ -122,7 +122,7 @@ def group_values(groups: list[Group], metric: str, checkpoint: str = "final") ->
     return pd.DataFrame(rows)
 
 
-NOT_FRACTIONS = ("loss", "gap", "tokens_per_forward", "positions", "tokens", "seconds")  # metric names never in %
+NOT_FRACTIONS = ("loss", "gap", "tokens", "positions", "seconds")  # metric names never in %
 
 
 def in_percent(frame: pd.DataFrame) -> bool:

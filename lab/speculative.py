@@ -514,10 +514,9 @@ def run_loop(engine: _Engine, idx: torch.Tensor, max_new_tokens: int, stop_token
             budget = min(left[r], size) - 1  # the row's drafts within its budget (-1: it had finished)
             if budget >= 0:
                 stats.row_forwards += 1
-                for i in range(budget):  # head i+2's draft was verified where the i before it were accepted
-                    if agreed >= i:
-                        stats.drafted[i + 2] += 1
-                        stats.accepted[i + 2] += int(agreed > i)
+            for i in range(min(budget, agreed + 1)):  # head i+2's draft was verified: the i before it accepted
+                stats.drafted[i + 2] += 1
+                stats.accepted[i + 2] += int(i < agreed)
         advance = torch.tensor(take, device=device)
         nxt = greedy[rows, (advance - 1).clamp(min=0)]  # head 1 after each row's last kept position (finished: unused)
     wide = max(len(o) for o in out)  # rows that stopped early are padded with the stop token (none: all full)
